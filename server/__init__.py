@@ -1,0 +1,1 @@
+"""The cloud side of the umbrella network: API, MQTT bridge, scheduler."""

@@ -1,0 +1,1 @@
+"""Plumbing shared by every domain: db sessions, clock, shared state, errors, ids. No rules."""

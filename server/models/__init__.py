@@ -1,0 +1,30 @@
+"""SQLAlchemy 2 typed models, one file per aggregate. Importing this registers them all."""
+
+from server.models.base import Base
+from server.models.command import CommandRecord
+from server.models.kiosk import (
+    Kiosk,
+    KioskFault,
+    KioskState,
+    Slot,
+    SlotDisagreement,
+    SlotEventRecord,
+    SlotStatus,
+)
+from server.models.partner import Partner
+from server.models.uplink import RejectedUplink, UplinkReceipt
+
+__all__ = [
+    "Base",
+    "CommandRecord",
+    "Kiosk",
+    "KioskFault",
+    "KioskState",
+    "Partner",
+    "RejectedUplink",
+    "Slot",
+    "SlotDisagreement",
+    "SlotEventRecord",
+    "SlotStatus",
+    "UplinkReceipt",
+]

@@ -1,0 +1,42 @@
+"""Reaching the real services. Under CI=true an unreachable service fails the test; on a
+developer machine without them it skips with the reason (guide: "Real components")."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get(
+    "UMB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("UMB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+MOSQUITTO_HOST = os.environ.get("UMB_TEST_MQTT_HOST", "127.0.0.1")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require(service: str, host: str, port: int) -> None:
+    if port_open(host, port):
+        return
+    message = f"{service} is not reachable on {host}:{port}"
+    if in_ci():
+        pytest.fail(message + " (CI=true: a needed service must be up)")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
