@@ -1,0 +1,60 @@
+"""The scheduler process: each job run is one entry point with its own transaction.
+
+Jobs must be safe when several scheduler processes run them at once (they are written as
+idempotent conditional updates), so running two schedulers for availability is allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from server.config import Settings
+from server.core.clock import clock
+from server.core.db import Database
+from server.kiosk_state import jobs as kiosk_jobs
+
+log = logging.getLogger(__name__)
+
+
+def build_scheduler(settings: Settings, db: Database) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+
+    def presence_timeout() -> None:
+        with db.transaction() as session:
+            n = kiosk_jobs.mark_silent_kiosks_offline(session, clock.now(), settings.presence_timeout_s)
+        if n:
+            log.info("presence timeout: %d silent kiosk(s) marked offline", n)
+
+    every = max(5, settings.presence_timeout_s // 6)
+    scheduler.add_job(_logged(presence_timeout), "interval", seconds=every, id="presence_timeout")
+    return scheduler
+
+
+def _logged(job: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            job()
+        except Exception:  # one failed run must not stop the schedule; the next run retries
+            log.exception("scheduled job %s failed", job.__name__)
+
+    run.__name__ = job.__name__
+    return run
+
+
+def run_scheduler(settings: Settings, *, stop_event: threading.Event | None = None) -> None:
+    db = Database(settings.db_url)
+    scheduler = build_scheduler(settings, db)
+    scheduler.start()
+    log.info("scheduler started: %s", ", ".join(j.id for j in scheduler.get_jobs()))
+    stop = stop_event or threading.Event()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.shutdown(wait=True)
+        db.dispose()
