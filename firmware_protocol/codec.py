@@ -7,6 +7,7 @@ other exception escapes `decode_uplink` / `decode_downlink`.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -256,12 +257,13 @@ _cmd_id = _text
 
 
 def _slot_state(v: Any) -> SlotState:
+    # SPEC.md §4.4: null = empty, bstr = umbrella tag, [fault_code, tag|null] = fault.
     if v is None:
         return SlotState()
     if type(v) is bytes:
         return SlotState(tag=_tag(v))
-    if type(v) is list and len(v) == 2:
-        return SlotState(tag=_opt_tag(v[1]), fault=_u8(v[0]))
+    if type(v) is list and len(v) == 2 and type(v[0]) is int and 0 <= v[0] <= 255:
+        return SlotState(tag=_opt_tag(v[1]), fault=v[0])
     raise DecodeError("bad_slot_state", f"{v!r:.40}")
 
 
@@ -274,19 +276,24 @@ def _slots(v: Any) -> tuple[SlotState, ...]:
 def _spot(v: Any) -> PlaylistSpot:
     if type(v) is not list or len(v) != 4:
         raise DecodeError("bad_field", "spot must be [creative, ms, url, sha256]")
-    return PlaylistSpot(_text(v[0]), _uint(3_600_000)(v[1]), _long_text(v[2]), _bytes_len(32)(v[3]))
+    return PlaylistSpot(
+        _text(v[0]), _int_range(1, 3_600_000)(v[1]), _long_text(v[2]), _bytes_len(32)(v[3])
+    )
 
 
 def _blocks(v: Any) -> tuple[PlaylistBlock, ...]:
     if type(v) is not list or len(v) > 4096:
         raise DecodeError("bad_field", "blocks must be a list of at most 4096")
-    out = []
+    out: list[PlaylistBlock] = []
     for b in v:
         if type(b) is not list or len(b) != 3 or type(b[2]) is not list or len(b[2]) > 360:
             raise DecodeError("bad_field", "block must be [start, end, [spots]]")
         start, end = _ts(b[0]), _ts(b[1])
         if end <= start:
             raise DecodeError("bad_field", "block ends before it starts")
+        # SPEC.md §4.6: sorted and disjoint, so a kiosk finds "now" with one scan.
+        if out and start < out[-1].end_ms:
+            raise DecodeError("bad_field", "blocks must be sorted and must not overlap")
         out.append(PlaylistBlock(start, end, tuple(_spot(s) for s in b[2])))
     return tuple(out)
 
@@ -387,6 +394,10 @@ def _decode_body(t: MsgType, k: str, seq: int, ts: int, b: dict[Any, Any]) -> Me
     raise DecodeError("unknown_type", str(t))  # pragma: no cover - MsgType is exhaustive
 
 
+_PRESENCE = frozenset({MsgType.ONLINE, MsgType.OFFLINE})
+_SEQUENCED = frozenset(t for t in MsgType if t < 64) - _PRESENCE
+
+
 def _decode(topic: str, payload: bytes, direction: str, limit: int) -> Message:
     if len(payload) > limit:
         raise DecodeError("oversized", f"{len(payload)} > {limit} bytes")
@@ -395,9 +406,13 @@ def _decode(topic: str, payload: bytes, direction: str, limit: int) -> Message:
         raise DecodeError("bad_topic", topic[:120])
     topic_kiosk, _, name = where
     try:
-        env = cbor2.loads(payload)
+        stream = io.BytesIO(payload)
+        env = cbor2.CBORDecoder(stream).decode()
     except Exception as e:  # cbor2 raises several types on garbage; all mean the same here
         raise DecodeError("not_cbor", type(e).__name__) from None
+    if stream.tell() != len(payload):
+        # cbor2.loads would silently ignore these; a payload is exactly one data item.
+        raise DecodeError("not_cbor", f"{len(payload) - stream.tell()} trailing bytes")
     if type(env) is not list or len(env) != 6:
         raise DecodeError("bad_envelope", "expected a 6-item array")
     version, type_code, kiosk_id, seq, ts, body = env
@@ -413,8 +428,15 @@ def _decode(topic: str, payload: bytes, direction: str, limit: int) -> Message:
         raise DecodeError("type_topic_mismatch", f"type {t.name} on topic {name}")
     if kiosk_id != topic_kiosk:
         raise DecodeError("wrong_kiosk", f"payload {kiosk_id!r:.40} on topic of {topic_kiosk}")
-    seq = _u32(seq) if type(seq) is int else _raise("bad_seq")
-    ts = _ts(ts) if type(ts) is int else _raise("bad_ts")
+    if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+        raise DecodeError("bad_seq", f"{seq!r:.20}")
+    # SPEC.md §5: presence is ordered by `conn` and carries seq 0; 0 is never a real seq.
+    if t in _PRESENCE and seq != 0:
+        raise DecodeError("bad_seq", f"{t.name} must carry seq 0")
+    if t in _SEQUENCED and seq == 0:
+        raise DecodeError("bad_seq", f"{t.name} must carry a seq >= 1")
+    if type(ts) is not int or not 0 <= ts <= MAX_TS_MS:
+        raise DecodeError("bad_ts", f"{ts!r:.20}")
     if type(body) is not dict:
         raise DecodeError("bad_body", "expected a map")
     try:
@@ -423,10 +445,6 @@ def _decode(topic: str, payload: bytes, direction: str, limit: int) -> Message:
         raise
     except Exception as e:  # defensive: a decoder bug must not kill a handler
         raise DecodeError("bad_body", type(e).__name__) from None
-
-
-def _raise(reason: str) -> Any:
-    raise DecodeError(reason)
 
 
 def decode_uplink(topic: str, payload: bytes) -> UplinkMessage:

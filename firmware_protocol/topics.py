@@ -14,7 +14,8 @@ import re
 from firmware_protocol.messages import MsgType
 
 ROOT = "umb/1"
-KIOSK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+# \Z, not $: "$" would also accept a trailing newline.
+KIOSK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
 
 TOPIC_NAMES: dict[MsgType, str] = {
     MsgType.BOOT: "boot",
