@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     #: How long duplicate-suppression keys live in the shared state.
     dedup_ttl_s: int = 7 * 24 * 3600
 
+    #: When set, registry writes (POST /partners, /kiosks...) need `Authorization: Bearer <token>`.
+    #: Roles and per-tenant accounts replace this in the partners/console work.
+    operator_token: str = ""
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 

@@ -31,7 +31,7 @@ class Kiosk(Base):
     lat: Mapped[float] = mapped_column(Float)
     lon: Mapped[float] = mapped_column(Float)
     address: Mapped[str] = mapped_column(String(255))
-    #: OpenOOH venue taxonomy id, e.g. "1.101" (transit > subway). See kiosks/rules.py.
+    #: OpenOOH venue taxonomy id, e.g. "105" (transit.subway). See kiosks/rules.py.
     venue_type: Mapped[str] = mapped_column(String(16), index=True)
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
     slot_count: Mapped[int] = mapped_column(Integer, default=22)

@@ -1,0 +1,81 @@
+"""create_app() and the lifespan that opens and closes connections.
+
+    app = create_app()                         # settings from UMB_* env, own Database
+    app = create_app(settings, db=database)    # tests: a Database the caller owns
+    app = create_app(settings, hooks=[attach_bridge_pieces])
+
+A hook is `(AppServices) -> AsyncContextManager[None]`: entered in order at startup after
+the database is open, exited in reverse at shutdown. That is where the shared state, the
+MQTT publisher and the command channel get attached to `app.state.services`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from server.api_errors import AppServices, install_error_handlers
+from server.config import Settings, get_settings
+from server.core.db import Database
+from server.kiosks import service as kiosk_service
+from server.kiosks.router import router as kiosks_router
+from server.partners.router import router as partners_router
+
+Hook = Callable[[AppServices], AbstractAsyncContextManager[None]]
+
+
+def make_broker_sync(
+    db: Database, settings: Settings, *, pid_file: Path | None = None
+) -> Callable[[], None]:
+    """A `broker_sync` that rewrites the broker files from the registry (own transaction)
+    and SIGHUPs Mosquitto when `pid_file` is given (the embedded broker rereads by itself)."""
+
+    def sync() -> None:
+        with db.transaction() as session:
+            kiosk_service.export_broker_files(session, settings, pid_file=pid_file)
+
+    return sync
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    services: AppServices | None = None,
+    hooks: Sequence[Hook] = (),
+) -> FastAPI:
+    settings = settings or (services.settings if services else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = services
+        own_db: Database | None = None
+        if svc is None:
+            database = db
+            if database is None:
+                database = own_db = Database(settings.db_url)
+            svc = AppServices(settings=settings, db=database)
+        app.state.services = svc
+        try:
+            async with AsyncExitStack() as stack:
+                for hook in hooks:
+                    await stack.enter_async_context(hook(svc))
+                yield
+        finally:
+            if own_db is not None:
+                own_db.dispose()
+
+    app = FastAPI(
+        title="Umbrella platform API",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.include_router(partners_router)
+    app.include_router(kiosks_router)
+    return app

@@ -1,0 +1,160 @@
+"""HTTP only: /api/v1/kiosks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+
+from server.api_errors import SessionDep, require_operator, services
+from server.kiosks import rules, service
+from server.kiosks.repository import KioskFilters
+from server.kiosks.schemas import (
+    KioskCreate,
+    KioskCreated,
+    KioskOut,
+    KioskPage,
+    KioskSummary,
+    NearbyItem,
+    NearbyOut,
+    PasswordRotated,
+)
+
+router = APIRouter(prefix="/api/v1/kiosks", tags=["kiosks"])
+KioskId = Annotated[str, Path(pattern=rules.KIOSK_ID_PATTERN, examples=["K000123"])]
+
+
+def _bbox(value: str | None) -> rules.BoundingBox | None:
+    if value is None:
+        return None
+    try:
+        min_lon, min_lat, max_lon, max_lat = (float(p) for p in value.split(","))
+    except ValueError:
+        min_lon = min_lat = max_lon = max_lat = float("nan")
+    ok = -180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90
+    if not ok:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "bbox"),
+                    "msg": "bbox must be min_lon,min_lat,max_lon,max_lat with min <= max",
+                    "type": "value_error",
+                }
+            ]
+        )
+    return rules.BoundingBox(min_lat=min_lat, min_lon=min_lon, max_lat=max_lat, max_lon=max_lon)
+
+
+def _venue(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return rules.resolve_venue_type(value)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"loc": ("query", "venue_type"), "msg": str(exc), "type": "value_error"}]
+        ) from exc
+
+
+def _credentials_changed(request: Request, tasks: BackgroundTasks) -> None:
+    sync = services(request).broker_sync
+    if sync is not None:
+        tasks.add_task(sync)  # runs after the response, i.e. after the commit
+
+
+@router.get("", summary="List kiosks with live availability")
+def list_kiosks(
+    session: SessionDep,
+    partner_id: Annotated[int | None, Query(gt=0)] = None,
+    venue_type: Annotated[str | None, Query(description="OpenOOH id or key")] = None,
+    online: bool | None = None,
+    has_umbrellas: bool | None = None,
+    has_free_slots: bool | None = None,
+    bbox: Annotated[
+        str | None, Query(description="min_lon,min_lat,max_lon,max_lat", examples=[None])
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> KioskPage:
+    filters = KioskFilters(
+        partner_id=partner_id,
+        venue_type=_venue(venue_type),
+        online=online,
+        has_umbrellas=has_umbrellas,
+        has_free_slots=has_free_slots,
+        bbox=_bbox(bbox),
+    )
+    rows, total = service.list_kiosks(session, filters, limit=limit, offset=offset)
+    return KioskPage(
+        items=[KioskSummary.from_row(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/nearby", summary="Nearest online kiosks with an umbrella or a free slot")
+def nearby(
+    session: SessionDep,
+    lat: Annotated[float, Query(ge=-90, le=90)],
+    lon: Annotated[float, Query(ge=-180, le=180)],
+    radius_m: Annotated[float, Query(gt=0, le=50_000)] = 1_000,
+    need: Literal["umbrella", "free_slot"] = "umbrella",
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> NearbyOut:
+    found = service.nearby(session, lat=lat, lon=lon, radius_m=radius_m, need=need, limit=limit)
+    return NearbyOut(
+        lat=lat,
+        lon=lon,
+        radius_m=radius_m,
+        need=need,
+        items=[NearbyItem.from_nearby(n) for n in found],
+    )
+
+
+@router.get("/{kiosk_id}", summary="One kiosk: registry facts, live state and every slot")
+def get_kiosk(kiosk_id: KioskId, session: SessionDep) -> KioskOut:
+    return KioskOut.from_detail(service.get_kiosk(session, kiosk_id))
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require_operator)],
+    summary="Register a kiosk; the response carries its MQTT password, shown once",
+)
+def register_kiosk(
+    body: KioskCreate, session: SessionDep, request: Request, tasks: BackgroundTasks
+) -> KioskCreated:
+    settings = services(request).settings
+    creds = service.register_kiosk(
+        session,
+        partner_id=body.partner_id,
+        kiosk_id=body.id,
+        name=body.name,
+        lat=body.lat,
+        lon=body.lon,
+        address=body.address,
+        venue_type=body.venue_type,
+        timezone=body.timezone,
+        slot_count=body.slot_count,
+        cloud_usernames=service.cloud_users(settings),
+    )
+    detail = service.get_kiosk(session, creds.kiosk_id)
+    _credentials_changed(request, tasks)
+    return KioskCreated(
+        **KioskSummary.from_row(detail.row).model_dump(),
+        mqtt_username=creds.kiosk_id,
+        mqtt_password=creds.password,
+    )
+
+
+@router.post(
+    "/{kiosk_id}/password",
+    dependencies=[Depends(require_operator)],
+    summary="Rotate a kiosk's MQTT password; the new one is shown once",
+)
+def rotate_password(
+    kiosk_id: KioskId, session: SessionDep, request: Request, tasks: BackgroundTasks
+) -> PasswordRotated:
+    creds = service.rotate_password(session, kiosk_id)
+    _credentials_changed(request, tasks)
+    return PasswordRotated(kiosk_id=creds.kiosk_id, mqtt_password=creds.password)

@@ -1,0 +1,1 @@
+"""City partners (SPEC §5). Minimal for now: create and list."""

@@ -1,0 +1,31 @@
+"""HTTP only: /api/v1/partners."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from server.api_errors import SessionDep, require_operator
+from server.partners import service
+from server.partners.schemas import PartnerCreate, PartnerOut
+
+router = APIRouter(prefix="/api/v1/partners", tags=["partners"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require_operator)],
+    summary="Register a city partner",
+)
+def create_partner(body: PartnerCreate, session: SessionDep) -> PartnerOut:
+    partner = service.register_partner(session, name=body.name, region=body.region)
+    return PartnerOut.model_validate(partner)
+
+
+@router.get("", summary="List partners")
+def list_partners(
+    session: SessionDep, region: Annotated[str | None, Query(max_length=120)] = None
+) -> list[PartnerOut]:
+    return [PartnerOut.model_validate(p) for p in service.list_partners(session, region=region)]

@@ -1,0 +1,334 @@
+"""Broker authentication and ACL (SPEC §1: a kiosk may publish and subscribe only on its own
+topics), against a real Mosquitto and against the embedded amqtt broker, from the same files."""
+
+from __future__ import annotations
+
+import getpass
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from server.broker.embedded import EmbeddedBroker
+from server.broker.mosquitto import (
+    MosquittoConfOptions,
+    reload_mosquitto,
+    write_mosquitto_conf,
+    write_mosquitto_files,
+)
+from server.core.db import Database
+from server.kiosks import repository as kiosk_repo
+from server.kiosks import service as kiosks
+from server.models import Base
+from server.partners import service as partners
+from tests.services import free_port, in_ci, port_open
+
+CLOUD_USER = "cloud"
+CLOUD_PASSWORD = "cloud-test-password"
+TIMEOUT = 5.0
+
+
+@dataclass
+class Fleet:
+    db: Database
+    password_file: Path
+    acl_file: Path
+    passwords: dict[str, str]
+
+    @property
+    def a(self) -> str:
+        return sorted(self.passwords)[0]
+
+    @property
+    def b(self) -> str:
+        return sorted(self.passwords)[1]
+
+    def rewrite(self) -> None:
+        with self.db.transaction() as session:
+            write_mosquitto_files(
+                self.password_file,
+                self.acl_file,
+                kiosks=kiosk_repo.credentials(session),
+                cloud_users={CLOUD_USER: CLOUD_PASSWORD},
+            )
+
+
+@dataclass
+class RunningBroker:
+    kind: str
+    port: int
+    fleet: Fleet
+    pid_file: Path | None = None
+
+    def reload(self) -> None:
+        self.fleet.rewrite()
+        if self.pid_file is not None:
+            assert reload_mosquitto(self.pid_file)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    db = Database(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    Base.metadata.create_all(db.engine)
+    with db.transaction() as session:
+        partner = partners.register_partner(session, name="Hangzhou Ops", region="Hangzhou")
+        creds = [
+            kiosks.register_kiosk(
+                session,
+                partner_id=partner.id,
+                name=f"Kiosk {i}",
+                lat=30.27 + i / 1000,
+                lon=120.15,
+                address="West Lake",
+                venue_type="metro_exit",
+            )
+            for i in range(2)
+        ]
+    f = Fleet(
+        db=db,
+        password_file=tmp_path / "broker" / "passwd",
+        acl_file=tmp_path / "broker" / "acl",
+        passwords={c.kiosk_id: c.password for c in creds},
+    )
+    f.rewrite()
+    yield f
+    db.dispose()
+
+
+def _start_mosquitto(fleet: Fleet, tmp_path: Path) -> Iterator[RunningBroker]:
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if binary is None:
+        if in_ci():
+            pytest.fail("mosquitto binary not installed (CI=true)")
+        pytest.skip("mosquitto binary not installed")
+    port = free_port()
+    pid_file = tmp_path / "mosquitto.pid"
+    conf = write_mosquitto_conf(
+        tmp_path / "mosquitto.conf",
+        fleet.password_file,
+        fleet.acl_file,
+        MosquittoConfOptions(port=port, pid_file=pid_file, user=getpass.getuser()),
+    )
+    log = (tmp_path / "mosquitto.log").open("w")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not (port_open("127.0.0.1", port, 0.2) and pid_file.exists()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"mosquitto did not start: {(tmp_path / 'mosquitto.log').read_text()}")
+            time.sleep(0.05)
+        yield RunningBroker("mosquitto", port, fleet, pid_file)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+@pytest.fixture(params=["mosquitto", "embedded"])
+def broker(request: pytest.FixtureRequest, fleet: Fleet, tmp_path: Path) -> Iterator[RunningBroker]:
+    if request.param == "mosquitto":
+        yield from _start_mosquitto(fleet, tmp_path)
+        return
+    port = free_port()
+    embedded = EmbeddedBroker("127.0.0.1", port, fleet.password_file, fleet.acl_file)
+    embedded.start()
+    try:
+        yield RunningBroker("embedded", port, fleet)
+    finally:
+        embedded.stop()
+
+
+class Client:
+    """A paho 2.x MQTT 3.1.1 client that records its CONNACK and the messages it receives."""
+
+    def __init__(self, port: int, username: str | None, password: str | None, client_id: str):
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.connack: queue.Queue[ReasonCode] = queue.Queue()
+        self.subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
+        self._published = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        if username is not None:
+            c.username_pw_set(username, password)
+        c.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc)
+        c.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, bytes(msg.payload)))
+        c.on_subscribe = lambda _c, _u, _mid, rcs, _p: self.subacks.put(list(rcs))
+        c.reconnect_delay_set(60, 60)  # a refused client must not retry during the test
+        self.client = c
+        c.connect("127.0.0.1", port, keepalive=30)
+        c.loop_start()
+
+    def wait_connack(self) -> ReasonCode:
+        return self.connack.get(timeout=TIMEOUT)
+
+    def subscribe(self, filter_: str) -> list[ReasonCode]:
+        self.client.subscribe(filter_, qos=1)
+        return self.subacks.get(timeout=TIMEOUT)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(TIMEOUT)
+        assert info.is_published()
+
+    def next_message(self) -> tuple[str, bytes]:
+        return self.messages.get(timeout=TIMEOUT)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def clients(broker: RunningBroker) -> Iterator[list[Client]]:
+    made: list[Client] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+def _connect(
+    broker: RunningBroker,
+    clients: list[Client],
+    username: str | None,
+    password: str | None,
+    client_id: str | None = None,
+) -> tuple[Client, ReasonCode]:
+    c = Client(broker.port, username, password, client_id or username or "anonymous-probe")
+    clients.append(c)
+    return c, c.wait_connack()
+
+
+def _refused(rc: ReasonCode) -> bool:
+    # MQTT 3.1.1 CONNACK 4 (bad user name or password) or 5 (not authorized).
+    return rc.is_failure and rc.getName() in {"Not authorized", "Bad user name or password"}
+
+
+def test_kiosk_with_wrong_password_is_refused(broker: RunningBroker, clients: list[Client]) -> None:
+    _, rc = _connect(broker, clients, broker.fleet.a, "not-the-password")
+    assert _refused(rc), rc
+
+
+def test_client_without_credentials_is_refused(
+    broker: RunningBroker, clients: list[Client]
+) -> None:
+    _, rc = _connect(broker, clients, None, None)
+    assert _refused(rc), rc
+
+
+def test_kiosk_publishes_reach_the_cloud_user(broker: RunningBroker, clients: list[Client]) -> None:
+    fleet = broker.fleet
+    cloud, rc = _connect(broker, clients, CLOUD_USER, CLOUD_PASSWORD, "bridge-test")
+    assert not rc.is_failure
+    assert not cloud.subscribe("umb/1/+/up/#")[0].is_failure
+    kiosk, rc = _connect(broker, clients, fleet.a, fleet.passwords[fleet.a])
+    assert not rc.is_failure
+
+    kiosk.publish(f"umb/1/{fleet.a}/up/hb", b"hello")
+
+    assert cloud.next_message() == (f"umb/1/{fleet.a}/up/hb", b"hello")
+
+
+def test_kiosk_cannot_publish_on_another_kiosks_uplink(
+    broker: RunningBroker, clients: list[Client]
+) -> None:
+    fleet = broker.fleet
+    cloud, _ = _connect(broker, clients, CLOUD_USER, CLOUD_PASSWORD, "bridge-test")
+    cloud.subscribe("umb/1/+/up/#")
+    kiosk_a, rc = _connect(broker, clients, fleet.a, fleet.passwords[fleet.a])
+    assert not rc.is_failure
+
+    kiosk_a.publish(f"umb/1/{fleet.b}/up/slot", b"forged")
+    kiosk_a.publish(f"umb/1/{fleet.a}/up/hb", b"marker")
+
+    # Same client, same QoS: had the forged message been accepted it would arrive first.
+    assert cloud.next_message() == (f"umb/1/{fleet.a}/up/hb", b"marker")
+    assert cloud.messages.empty()
+
+
+def test_kiosk_cannot_receive_another_kiosks_downlink(
+    broker: RunningBroker, clients: list[Client]
+) -> None:
+    fleet = broker.fleet
+    kiosk_a, _ = _connect(broker, clients, fleet.a, fleet.passwords[fleet.a])
+    kiosk_a.subscribe(f"umb/1/{fleet.b}/down/#")  # Mosquitto grants it, amqtt refuses: both
+    assert not kiosk_a.subscribe(f"umb/1/{fleet.a}/down/#")[0].is_failure  # deliver nothing
+    cloud, _ = _connect(broker, clients, CLOUD_USER, CLOUD_PASSWORD, "bridge-test")
+
+    cloud.publish(f"umb/1/{fleet.b}/down/cmd", b"unlock-b")
+    cloud.publish(f"umb/1/{fleet.a}/down/cmd", b"marker")
+
+    assert kiosk_a.next_message() == (f"umb/1/{fleet.a}/down/cmd", b"marker")
+    assert kiosk_a.messages.empty()
+
+
+def test_kiosk_cannot_publish_downlinks_to_itself(
+    broker: RunningBroker, clients: list[Client]
+) -> None:
+    fleet = broker.fleet
+    kiosk_b, _ = _connect(broker, clients, fleet.b, fleet.passwords[fleet.b])
+    kiosk_b.subscribe(f"umb/1/{fleet.b}/down/#")
+    kiosk_a, _ = _connect(broker, clients, fleet.a, fleet.passwords[fleet.a])
+    cloud, _ = _connect(broker, clients, CLOUD_USER, CLOUD_PASSWORD, "bridge-test")
+
+    kiosk_a.publish(f"umb/1/{fleet.b}/down/cmd", b"forged-unlock")
+    cloud.publish(f"umb/1/{fleet.b}/down/cmd", b"marker")
+
+    assert kiosk_b.next_message() == (f"umb/1/{fleet.b}/down/cmd", b"marker")
+    assert kiosk_b.messages.empty()
+
+
+def test_rotated_password_takes_effect_after_the_files_are_rewritten(
+    broker: RunningBroker, clients: list[Client]
+) -> None:
+    fleet = broker.fleet
+    old = fleet.passwords[fleet.a]
+    with fleet.db.transaction() as session:
+        new = kiosks.rotate_password(session, fleet.a).password
+    broker.reload()
+
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # Mosquitto applies SIGHUP asynchronously
+        _, rc = _connect(broker, clients, fleet.a, new)
+        if not rc.is_failure or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not rc.is_failure
+    _, rc = _connect(broker, clients, fleet.a, old, client_id=f"{fleet.a}-old")
+    assert _refused(rc)
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+def test_cloud_shared_subscription_receives_kiosk_uplinks_on_mosquitto(
+    broker: RunningBroker, clients: list[Client]
+) -> None:
+    fleet = broker.fleet
+    cloud, _ = _connect(broker, clients, CLOUD_USER, CLOUD_PASSWORD, "bridge-test")
+    assert not cloud.subscribe("$share/bridges/umb/1/+/up/+")[0].is_failure
+    kiosk, _ = _connect(broker, clients, fleet.a, fleet.passwords[fleet.a])
+
+    kiosk.publish(f"umb/1/{fleet.a}/up/hb", b"shared")
+
+    assert cloud.next_message() == (f"umb/1/{fleet.a}/up/hb", b"shared")
+
+
+@pytest.mark.parametrize("broker", ["embedded"], indirect=True)
+def test_embedded_broker_refuses_shared_subscriptions_loudly(
+    broker: RunningBroker, clients: list[Client]
+) -> None:
+    cloud, _ = _connect(broker, clients, CLOUD_USER, CLOUD_PASSWORD, "bridge-test")
+    assert cloud.subscribe("$share/bridges/umb/1/+/up/+")[0].is_failure
