@@ -1,0 +1,133 @@
+"""Downlink commands with a synchronous answer (SPEC §1: unlock with a command id and expiry).
+
+The sender may be any process (an API worker); the kiosk's answer arrives on the uplink
+shared subscription and may land on ANY bridge process. That bridge commits it and pushes
+the encoded `CmdResult` to the shared state under `cmd:<cmd_id>`; the sender blocks on
+that key. The result is a list entry, not a pub/sub message, so a kiosk that answers before
+the sender starts waiting is not missed.
+
+`send` is an entry point of its own: it commits the command record before publishing
+(the bridge must find the record when the answer comes back, possibly within
+milliseconds), and commits the timeout separately.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Protocol
+
+from firmware_protocol import decode_uplink, encode, msg_type, topics
+from firmware_protocol.messages import (
+    CmdOp,
+    CmdResult,
+    Command,
+    Config,
+    MsgType,
+    Playlist,
+)
+from server.bridge.dispatch import result_key
+from server.core.clock import clock, to_ms
+from server.core.db import Database
+from server.core.errors import NotFound
+from server.core.shared_state import SharedState
+from server.kiosk_state import repository as repo
+from server.models import CommandRecord
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish_and_wait(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        timeout_s: float = 5.0,
+    ) -> None: ...
+
+
+class CommandChannel:
+    def __init__(self, publisher: Publisher, shared_state: SharedState, db: Database) -> None:
+        self.publisher = publisher
+        self.shared_state = shared_state
+        self.db = db
+
+    def send(
+        self,
+        kiosk_id: str,
+        op: CmdOp,
+        slot: int | None = None,
+        *,
+        timeout_s: float = 10.0,
+        expires_in_s: float = 30.0,
+    ) -> CmdResult | None:
+        """Publish a command (QoS 1, waiting for PUBACK) and wait for the kiosk's answer.
+
+        None when no answer came within `timeout_s` (the record is marked `timeout`; a late
+        answer still overwrites that, since the kiosk's word is the truth). Raises NotFound
+        for an unregistered kiosk, PublishFailed when the broker did not take the command.
+        """
+        now = clock.now()
+        expires_at = now + timedelta(seconds=expires_in_s)
+        cmd_id = uuid.uuid4().hex
+        with self.db.transaction() as session:
+            registered, skew_ms = repo.kiosk_clock_skew(session, kiosk_id)
+            if not registered:
+                raise NotFound(f"kiosk {kiosk_id} is not registered", kiosk_id=kiosk_id)
+            repo.add_command(
+                session,
+                CommandRecord(
+                    id=cmd_id,
+                    kiosk_id=kiosk_id,
+                    op=op.value,
+                    slot_no=slot,
+                    created_at=now,
+                    expires_at=expires_at,
+                    status="sent",
+                ),
+            )
+        # The kiosk compares the expiry with its own clock: express it in kiosk time.
+        command = Command(
+            kiosk_id=kiosk_id,
+            seq=0,
+            ts_ms=to_ms(now),
+            cmd_id=cmd_id,
+            op=op,
+            expires_ms=max(0, to_ms(expires_at) - (skew_ms or 0)),
+            slot=slot,
+        )
+        try:
+            self.publisher.publish_and_wait(
+                topics.downlink(kiosk_id, MsgType.COMMAND), encode(command), qos=1
+            )
+        except Exception:
+            self._finish(cmd_id, "send_failed")
+            raise
+        raw = self.shared_state.wait_result(result_key(cmd_id), timeout_s)
+        if raw is None:
+            self._finish(cmd_id, "timeout")
+            log.info(
+                "command %s %s to kiosk %s: no answer in %.1f s", cmd_id, op, kiosk_id, timeout_s
+            )
+            return None
+        # The topic pins the type: decode_uplink rejects anything but a CmdResult on it.
+        result = decode_uplink(topics.uplink(kiosk_id, MsgType.CMD_RESULT), raw)
+        if not isinstance(result, CmdResult):  # pragma: no cover - guaranteed by the codec
+            raise TypeError(f"expected a CmdResult, got {type(result).__name__}")
+        return result
+
+    def _finish(self, cmd_id: str, status: str) -> None:
+        with self.db.transaction() as session:
+            repo.finish_command_if_pending(session, cmd_id, status, clock.now())
+
+    def publish_retained(self, kiosk_id: str, message: Playlist | Config) -> None:
+        """Playlists and configuration are retained: a kiosk that (re)connects gets the
+        current one at once, without the cloud having to notice the reconnect."""
+        if message.kiosk_id != kiosk_id:
+            raise ValueError(f"message for {message.kiosk_id} published to {kiosk_id}")
+        self.publisher.publish_and_wait(
+            topics.downlink(kiosk_id, msg_type(message)), encode(message), qos=1, retain=True
+        )

@@ -1,0 +1,196 @@
+"""Every query of kiosk live state. Batch-shaped: one statement per kind of row, not per message.
+
+Row locks are always taken in primary-key order (states, then slots), so two bridge
+processes applying overlapping batches on PostgreSQL wait for each other instead of
+deadlocking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Insert, Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from server.models import (
+    CommandRecord,
+    Kiosk,
+    KioskState,
+    RejectedUplink,
+    Slot,
+    SlotStatus,
+    UplinkReceipt,
+)
+
+_CHUNK = 1000  # rows per multi-VALUES statement (keeps bind parameters well under limits)
+
+
+def _insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the dialect at hand."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"no conflict-ignoring insert for {dialect}")
+
+
+def _chunks(rows: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(rows), _CHUNK):
+        yield rows[i : i + _CHUNK]
+
+
+def kiosk_slot_counts(session: Session, kiosk_ids: Collection[str]) -> dict[str, int]:
+    """Registered kiosks among `kiosk_ids`, with their slot count."""
+    if not kiosk_ids:
+        return {}
+    rows = session.execute(
+        select(Kiosk.id, Kiosk.slot_count).where(Kiosk.id.in_(sorted(kiosk_ids)))
+    ).all()
+    return {kiosk_id: slot_count for kiosk_id, slot_count in rows}
+
+
+def lock_states(session: Session, kiosk_ids: Collection[str]) -> dict[str, KioskState]:
+    """The live-state rows of these (registered) kiosks, created if missing, locked."""
+    if not kiosk_ids:
+        return {}
+    ids = sorted(kiosk_ids)
+    stmt = _insert_ignoring_conflicts(session, KioskState.__table__)  # type: ignore[arg-type]
+    for chunk in _chunks(ids):
+        session.execute(
+            stmt.values([{"kiosk_id": k, "online": False, "conn": 0, "max_seq": 0} for k in chunk])
+        )
+    rows = session.scalars(
+        select(KioskState)
+        .where(KioskState.kiosk_id.in_(ids))
+        .order_by(KioskState.kiosk_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    return {s.kiosk_id: s for s in rows}
+
+
+def insert_receipts(session: Session, rows: Sequence[Mapping[str, Any]]) -> set[tuple[str, int]]:
+    """Insert (kiosk_id, seq) receipts; return the keys that were new.
+
+    The primary key is the authoritative duplicate filter: of two bridges racing on one
+    redelivered message, exactly one gets the key back.
+    """
+    new: set[tuple[str, int]] = set()
+    if not rows:
+        return new
+    table = UplinkReceipt.__table__
+    stmt = _insert_ignoring_conflicts(session, table)  # type: ignore[arg-type]
+    for chunk in _chunks(rows):
+        result = session.execute(stmt.values(list(chunk)).returning(table.c.kiosk_id, table.c.seq))
+        new.update((k, s) for k, s in result.all())
+    return new
+
+
+def lock_slots(session: Session, wanted: Mapping[str, int]) -> dict[tuple[str, int], Slot]:
+    """Slots 1..wanted[kiosk] of each kiosk, created lazily (empty, nothing known), locked."""
+    if not wanted:
+        return {}
+    ids = sorted(wanted)
+
+    def load() -> dict[tuple[str, int], Slot]:
+        found = session.scalars(
+            select(Slot)
+            .where(Slot.kiosk_id.in_(ids))
+            .order_by(Slot.kiosk_id, Slot.slot_no)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+        return {(s.kiosk_id, s.slot_no): s for s in found}
+
+    slots = load()
+    missing = [
+        {"kiosk_id": k, "slot_no": n, "status": SlotStatus.EMPTY, "applied_seq": 0}
+        for k in ids
+        for n in range(1, wanted[k] + 1)
+        if (k, n) not in slots
+    ]
+    if missing:
+        stmt = _insert_ignoring_conflicts(session, Slot.__table__)  # type: ignore[arg-type]
+        for chunk in _chunks(missing):
+            session.execute(stmt.values(list(chunk)))
+        slots = load()
+    return slots
+
+
+def commands_by_id(session: Session, cmd_ids: Collection[str]) -> dict[str, CommandRecord]:
+    if not cmd_ids:
+        return {}
+    rows = session.scalars(
+        select(CommandRecord).where(CommandRecord.id.in_(sorted(cmd_ids))).with_for_update()
+    ).all()
+    return {c.id: c for c in rows}
+
+
+def add_all(session: Session, rows: Iterable[object]) -> None:
+    session.add_all(list(rows))
+
+
+def add_rejected(
+    session: Session, *, topic: str, reason: str, detail: str, payload: bytes, received_at: datetime
+) -> None:
+    session.add(
+        RejectedUplink(
+            topic=topic[:255],
+            reason=reason[:64],
+            detail=detail[:255],
+            payload_head=payload[:256],
+            received_at=received_at,
+        )
+    )
+
+
+def lock_silent_online_states(session: Session, cutoff: datetime) -> list[KioskState]:
+    """Online kiosks last heard from before `cutoff` (or never)."""
+    return list(
+        session.scalars(
+            select(KioskState)
+            .where(
+                KioskState.online.is_(True),
+                (KioskState.last_seen_at < cutoff) | KioskState.last_seen_at.is_(None),
+            )
+            .order_by(KioskState.kiosk_id)
+            .with_for_update(skip_locked=True)
+        ).all()
+    )
+
+
+# ---------------------------------------------------------------- commands (sender side)
+
+
+def kiosk_clock_skew(session: Session, kiosk_id: str) -> tuple[bool, int | None]:
+    """(kiosk is registered, its last known clock skew in ms)."""
+    row = session.execute(
+        select(Kiosk.id, KioskState.clock_skew_ms)
+        .outerjoin(KioskState, KioskState.kiosk_id == Kiosk.id)
+        .where(Kiosk.id == kiosk_id)
+    ).first()
+    if row is None:
+        return False, None
+    return True, row[1]
+
+
+def add_command(session: Session, record: CommandRecord) -> None:
+    session.add(record)
+    session.flush()
+
+
+def finish_command_if_pending(
+    session: Session, cmd_id: str, status: str, at: datetime, *, pending: str = "sent"
+) -> bool:
+    """Conditional update: a result the bridge already stored is never overwritten."""
+    result = session.execute(
+        update(CommandRecord)
+        .where(CommandRecord.id == cmd_id, CommandRecord.status == pending)
+        .values(status=status, result_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
