@@ -20,19 +20,64 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
+from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-from amqtt.session import Session
+from amqtt.session import OutgoingApplicationMessage, Session
 
 from server.broker.credentials import parse_password_file, verify_password
 from server.broker.mosquitto import MosquittoAcl
 
 log = logging.getLogger(__name__)
+
+
+class _SafeBroker(Broker):  # type: ignore[misc]
+    """amqtt 0.12.1's `_run_broadcast` iterates `self._subscriptions` while awaiting the topic
+    filter, so a client subscribing meanwhile raises "dictionary changed size during
+    iteration" and that message is delivered to nobody (seen with a reconnecting fleet).
+    This is the same method over snapshots of the subscription tables; nothing else differs.
+    """
+
+    async def _run_broadcast(
+        self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]
+    ) -> None:
+        broadcast = await self._broadcast_queue.get()
+        for k_filter, subscriptions in list(self._subscriptions.items()):
+            if not self._matches(broadcast["topic"], k_filter):
+                continue
+            for target_session, sub_qos in list(subscriptions):
+                qos = broadcast.get("qos", sub_qos)
+                sendable = await self._topic_filtering(
+                    target_session, topic=broadcast["topic"], action=Action.RECEIVE
+                )
+                if not sendable:
+                    continue
+                # MQTT 3.1.2.4: keep QoS 1/2 messages for disconnected persistent sessions.
+                if (
+                    target_session.transitions.state != "connected"
+                    and not target_session.clean_session
+                    and qos in (QOS_1, QOS_2)
+                    and not target_session.is_anonymous
+                ):
+                    await self._retain_broadcast_message(broadcast, qos, target_session)
+                    continue
+                if target_session.transitions.state != "connected":
+                    continue
+                handler = self._get_handler(target_session)
+                if handler:
+                    running_tasks.append(
+                        asyncio.ensure_future(
+                            handler.mqtt_publish(
+                                broadcast["topic"], broadcast["data"], qos, retain=False
+                            )
+                        )
+                    )
 
 
 class _ReloadingFile:
@@ -208,7 +253,7 @@ class EmbeddedBroker:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        broker = Broker(
+        broker = _SafeBroker(
             broker_config(self.host, self.port, self.password_file, self.acl_file),
             loop=asyncio.get_running_loop(),
         )

@@ -85,7 +85,8 @@ class MosquittoConfOptions:
     port: int = 1883
     host: str = "127.0.0.1"
     max_queued_messages: int = 100_000
-    max_inflight_messages: int = 100
+    #: The bridge acknowledges after commit, so its batch size is capped by this window.
+    max_inflight_messages: int = 1000
     max_packet_size: int = 1_048_576
     persistent_client_expiration: str = "2d"
     log_dest: str = "stderr"

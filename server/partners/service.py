@@ -30,3 +30,8 @@ def get_partner(session: Session, partner_id: int) -> Partner:
 
 def list_partners(session: Session, *, region: str | None = None) -> Sequence[Partner]:
     return repo.list_all(session, region=region)
+
+
+def find_or_register(session: Session, *, name: str, region: str) -> Partner:
+    """The partner of that name, registered first if new (seeding and demos)."""
+    return repo.by_name(session, name) or register_partner(session, name=name, region=region)

@@ -15,17 +15,24 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from server.config import Settings
 from server.core.clock import clock
 from server.core.db import Database
+from server.core.shared_state import SharedState, make_shared_state
 from server.kiosk_state import jobs as kiosk_jobs
 
 log = logging.getLogger(__name__)
 
 
-def build_scheduler(settings: Settings, db: Database) -> BackgroundScheduler:
-    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+def build_scheduler(
+    settings: Settings, db: Database, shared_state: SharedState
+) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(
+        timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
+    )
 
     def presence_timeout() -> None:
         with db.transaction() as session:
-            n = kiosk_jobs.mark_silent_kiosks_offline(session, clock.now(), settings.presence_timeout_s)
+            n = kiosk_jobs.mark_silent_kiosks_offline(
+                session, clock.now(), settings.presence_timeout_s, shared_state=shared_state
+            )
         if n:
             log.info("presence timeout: %d silent kiosk(s) marked offline", n)
 
@@ -47,7 +54,8 @@ def _logged(job: Callable[[], None]) -> Callable[[], None]:
 
 def run_scheduler(settings: Settings, *, stop_event: threading.Event | None = None) -> None:
     db = Database(settings.db_url)
-    scheduler = build_scheduler(settings, db)
+    state = make_shared_state(settings)
+    scheduler = build_scheduler(settings, db, state)
     scheduler.start()
     log.info("scheduler started: %s", ", ".join(j.id for j in scheduler.get_jobs()))
     stop = stop_event or threading.Event()
@@ -57,4 +65,5 @@ def run_scheduler(settings: Settings, *, stop_event: threading.Event | None = No
         pass
     finally:
         scheduler.shutdown(wait=True)
+        state.close()
         db.dispose()
