@@ -4,6 +4,9 @@
         [--heartbeat-s 60] [--screen] [--faults drop=0.01,dup=0.05] [--duration 600]
     umbrella-sim fleet --count 2000 --prefix load   # made-up kiosks, anonymous broker
     umbrella-sim scenario churn --credentials kiosks.csv [--duration 120]
+
+With --credentials, each kiosk's seq and conn counters ("flash") persist in
+kiosks.csv.flash.json beside it (or --flash FILE), so a second run continues them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
@@ -22,6 +26,7 @@ from rich.table import Table
 
 from device_sim.credentials import KioskCredential, generated_credentials, read_credentials
 from device_sim.faults import FaultProfile
+from device_sim.flash import FlashError
 from device_sim.fleet import Fleet, FleetStats
 from device_sim.scenarios import SCENARIOS, Progress, Scenario, run_scenario
 
@@ -57,10 +62,12 @@ def run_fleet(
     scenario: Scenario | None = None,
     console: Console | None = None,
     stop: threading.Event | None = None,
+    flash_file: Path | None = None,
 ) -> FleetStats:
     """Run a fleet until `duration` passes, `stop` is set, the scenario ends (when one
     is given and no duration) or Ctrl-C; show live progress on `console`. Usable
-    in-process (e.g. by `umbrella demo`, which passes its own `stop` event)."""
+    in-process (e.g. by `umbrella demo`, which passes its own `stop` event).
+    `flash_file`: see `Fleet` (raises `FlashError` before starting if it is corrupt)."""
     console = console or Console()
     stop = stop or threading.Event()
     fleet = Fleet(
@@ -72,6 +79,7 @@ def run_fleet(
         seed=seed,
         faults=faults,
         connect_rate=connect_rate,
+        flash_file=flash_file,
     )
     last = [""]
     scenario_thread: threading.Thread | None = None
@@ -136,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--connect-rate", type=float, default=250.0, help="CONNECTs per second")
+        sp.add_argument(
+            "--flash",
+            metavar="FILE",
+            help="keep the kiosks' seq/conn counters in FILE across runs (default with "
+            "--credentials: CREDENTIALS.flash.json beside it; none with --count)",
+        )
         sp.add_argument("-v", "--verbose", action="store_true")
 
     common(sub.add_parser("fleet", help="run a fleet of simulated kiosks"))
@@ -165,25 +179,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenario = None
     if args.command == "scenario":
         scenario = SCENARIOS[args.name](args.duration or 60.0)
-    stats = run_fleet(
-        creds,
-        args.host,
-        args.port,
-        heartbeat_s=args.heartbeat_s,
-        screen=args.screen,
-        faults=faults,
-        duration=args.duration,
-        seed=args.seed,
-        connect_rate=args.connect_rate,
-        scenario=scenario,
-        console=console,
-    )
+    try:
+        stats = run_fleet(
+            creds,
+            args.host,
+            args.port,
+            heartbeat_s=args.heartbeat_s,
+            screen=args.screen,
+            faults=faults,
+            duration=args.duration,
+            seed=args.seed,
+            connect_rate=args.connect_rate,
+            scenario=scenario,
+            console=console,
+            flash_file=_flash_file(args),
+        )
+    except FlashError as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
     console.print(
         f"done: {stats.connected}/{stats.total} connected at the end, "
         f"{stats.published:,} published, {stats.buffered:,} buffered, "
         f"{stats.reconnects:,} reconnects"
     )
     return 0
+
+
+def _flash_file(args: argparse.Namespace) -> Path | None:
+    if args.flash:
+        return Path(args.flash)
+    if args.credentials:
+        credentials = Path(args.credentials)
+        return credentials.with_name(credentials.name + ".flash.json")
+    return None
 
 
 if __name__ == "__main__":

@@ -13,16 +13,19 @@ returns when the kiosk has acted (its uplinks are sent or buffered by then).
 
 from __future__ import annotations
 
+import logging
 import random
 import resource
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from device_sim.credentials import KioskCredential
 from device_sim.faults import FaultProfile, KioskFaults
+from device_sim.flash import FlashStore
 from device_sim.kiosk import (
     BUFFER_LIMIT,
     FIRMWARE,
@@ -48,7 +51,10 @@ from firmware_protocol.messages import (
     UplinkMessage,
 )
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
+FLASH_CHECK_S = 1.0
+"""How often the loop checks whether a kiosk needs a fresh flash reservation."""
 Fill = Callable[[str], Mapping[int, bytes]]
 """Initial stock of a kiosk: kiosk id -> {slot number: RFID tag}; missing slots are empty."""
 
@@ -256,6 +262,12 @@ class Fleet:
 
     `screen` is off by default: proof-of-play records multiply traffic (one per spot per
     kiosk). `fill` overrides the initial stock (default: `default_fill(kiosk_id, seed)`).
+
+    `flash_file` keeps each kiosk's `seq` and `conn` across processes, as firmware keeps
+    them in flash (see `device_sim.flash`): loaded here (a corrupt file raises
+    `FlashError`, a missing one starts every kiosk at 0), kept ahead of the counters while
+    the fleet runs and written exactly at `stop()`. Without it every kiosk starts at 0,
+    which a cloud that has seen an earlier run drops as duplicates.
     """
 
     def __init__(
@@ -274,9 +286,12 @@ class Fleet:
         keepalive: int = 60,
         firmware: str = FIRMWARE,
         buffer_limit: int = BUFFER_LIMIT,
+        flash_file: Path | None = None,
     ) -> None:
         if len({c.kiosk_id for c in credentials}) != len(credentials):
             raise ValueError("duplicate kiosk ids in credentials")
+        # first: a corrupt file raises before anything needs closing
+        self._flash = FlashStore(Path(flash_file)) if flash_file is not None else None
         self.host, self.port = host, port
         self.profile = faults or FaultProfile()
         self._rng = random.Random(seed)
@@ -303,6 +318,9 @@ class Fleet:
                 signal_dbm=krng.randint(-95, -60),
                 buffer_limit=buffer_limit,
             )
+            if self._flash is not None:
+                stored = self._flash.initial(cred.kiosk_id)
+                kiosk.seq, kiosk.conn = stored.seq, stored.conn
             link = KioskLink(
                 kiosk,
                 cred.password,
@@ -324,6 +342,8 @@ class Fleet:
             raise RuntimeError("a Fleet starts once")
         self._started = True
         _raise_fd_limit(len(self._links) + 256)
+        if self._flash is not None:  # reserve before any kiosk uses a seq or conn
+            self._flash.reserve(self._counters())
         self._loop.start()
         self._loop.run_sync(self._start_in_loop)
 
@@ -332,6 +352,8 @@ class Fleet:
             link.kiosk.power_on()
             link.start()
         self._every("misc", MISC_INTERVAL_S, self._misc)
+        if self._flash is not None:
+            self._every("flash", FLASH_CHECK_S, self._reserve_flash)
         if self.profile.drop:
             self._every("drops", 1.0, self._random_drops)
 
@@ -345,6 +367,16 @@ class Fleet:
     def _misc(self) -> None:
         for link in self._links.values():
             link.misc()
+
+    def _counters(self) -> dict[str, tuple[int, int]]:
+        return {kid: (link.kiosk.seq, link.kiosk.conn) for kid, link in self._links.items()}
+
+    def _reserve_flash(self) -> None:
+        assert self._flash is not None
+        try:
+            self._flash.reserve(self._counters())
+        except OSError:  # keep simulating; the next tick tries again
+            log.exception("cannot write the simulator flash file %s", self._flash.path)
 
     def _random_drops(self) -> None:
         chance = self.profile.drop / 60.0
@@ -371,6 +403,8 @@ class Fleet:
             # closes them (the link is stopped), so the loop stops last
             self._connector.shutdown()
             self._loop.stop()
+            if self._flash is not None:  # the loop is stopped: counters no longer move
+                self._flash.save_exact(self._counters())
         self._loop.close()
 
     def __enter__(self) -> Fleet:

@@ -404,6 +404,7 @@ class KioskLink:
         self._handshake_timer = None
         if self.state == "handshake":
             self.stats.connect_failures += 1
+            log.debug("%s: no CONNACK within %g s", self.kiosk.kiosk_id, HANDSHAKE_TIMEOUT_S)
             self._lost(None)
 
     def _release_slot(self) -> None:
@@ -452,6 +453,12 @@ class KioskLink:
         properties: Any,
     ) -> None:
         if client is self.client:
+            log.debug(
+                "%s: connection lost in state %s: %s",
+                self.kiosk.kiosk_id,
+                self.state,
+                reason_code.getName() if reason_code is not None else "?",
+            )
             self._lost(None)
 
     def _on_publish(

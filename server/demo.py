@@ -112,7 +112,16 @@ def run_demo(
             stack.enter_context(_serve_api(settings, db, bridge, api_port))
             progress.update(step, advance=1)
 
-            fleet = Fleet(creds, "127.0.0.1", mqtt_port, heartbeat_s=heartbeat_s, seed=7)
+            # the kiosks' seq/conn live in "flash" across demo runs: the database keeps
+            # (kiosk, seq) receipts and would drop a restarted count as duplicates
+            fleet = Fleet(
+                creds,
+                "127.0.0.1",
+                mqtt_port,
+                heartbeat_s=heartbeat_s,
+                seed=7,
+                flash_file=settings.data_dir / "sim-flash.json",
+            )
             step = progress.add_task("Kiosks connecting", total=len(creds))
             fleet.start()
             stack.callback(fleet.stop)
@@ -123,9 +132,17 @@ def run_demo(
             progress.update(step, completed=fleet.online_count())
 
         stop = threading.Event()
+        # A gentle churn: about one event per kiosk a minute, 5 % of them short drops.
+        # (`Churn()`'s defaults, 5 events/s with a fifth drops, are a load test: one drop a
+        # second, which made 20 demo kiosks reconnect ~18 times in 25 s.)
+        scenario = Churn(
+            duration_s=duration_s if duration_s is not None else float("inf"),
+            rate=max(0.5, len(creds) / 60),
+            drop_share=0.05,
+        )
         churn = threading.Thread(
             target=run_scenario,
-            args=(fleet, Churn()),
+            args=(fleet, scenario),
             kwargs={"stop": stop},
             daemon=True,
             name="demo-churn",
