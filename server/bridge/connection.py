@@ -77,6 +77,8 @@ class BridgeConnection:
         #: Set once connected and (if subscribing) the broker granted the subscription.
         self.ready = threading.Event()
         self._sub_mid: int | None = None
+        self._unsub_mid: int | None = None
+        self._left = threading.Event()
 
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -91,6 +93,7 @@ class BridgeConnection:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         self.client = client
 
@@ -105,6 +108,34 @@ class BridgeConnection:
 
     def wait_ready(self, timeout_s: float = 10.0) -> bool:
         return self.ready.wait(timeout_s)
+
+    def leave(self, timeout_s: float = 5.0) -> bool:
+        """Unsubscribe (and stay unsubscribed across reconnects) before a graceful stop.
+
+        With a persistent session in a shared-subscription group, Mosquitto keeps sending
+        a disconnected member its share and queues it until that client id returns; a
+        bridge that leaves first hands its share to the other members instead.
+        """
+        if not self._subscribe:
+            return True
+        self._subscribe = False
+        self._left.clear()
+        if not self.connected.is_set():
+            return False
+        _, self._unsub_mid = self.client.unsubscribe(self.topic_filter)
+        return self._left.wait(timeout_s)
+
+    def _on_unsubscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: object,
+    ) -> None:
+        if mid == self._unsub_mid:
+            log.info("mqtt %s left %s", self.client_id, self.topic_filter)
+            self._left.set()
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -153,6 +184,7 @@ class BridgeConnection:
         if any(rc.is_failure for rc in reason_codes):
             log.error("mqtt %s: subscription to %s refused", self.client_id, self.topic_filter)
             return
+        log.info("mqtt %s subscribed to %s", self.client_id, self.topic_filter)
         self.ready.set()
 
     def _on_disconnect(

@@ -126,6 +126,7 @@ class Dispatcher:
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self._stop = threading.Event()
+        self._drain_until = 0.0
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -145,6 +146,8 @@ class Dispatcher:
             inbox=inbox,
             batch_max=settings.bridge_batch_max,
             dedup_ttl_s=settings.dedup_ttl_s,
+            # Per process, so operators see how the shared subscription splits the load.
+            counter_prefix=f"bridge.{settings.bridge_id}.",
             service=KioskStateService(live_tolerance_ms=settings.presence_timeout_s * 1000),
         )
 
@@ -161,15 +164,25 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name="bridge-dispatch", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Finish the batch in hand; what is still queued stays unacknowledged (redelivered)."""
+    def stop(self, timeout_s: float = 10.0, *, drain: bool = False) -> None:
+        """Finish the batch in hand; what is still queued stays unacknowledged (redelivered).
+
+        `drain=True` first applies everything already queued (a graceful shutdown after
+        the connection left the shared subscription), within `timeout_s`.
+        """
+        self._drain_until = time.monotonic() + timeout_s if drain else 0.0
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout_s)
+            self._thread.join(timeout_s + 5 if drain else timeout_s)
             self._thread = None
 
+    def _running(self) -> bool:
+        if not self._stop.is_set():
+            return True
+        return self.inbox.qsize() > 0 and time.monotonic() < self._drain_until
+
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while self._running():
             batch = self._take_batch()
             if batch:
                 try:

@@ -67,8 +67,10 @@ class Bridge:
         )
 
     def stop(self) -> None:
-        # Dispatcher first: it finishes and acknowledges the batch in hand while connected.
-        self.dispatcher.stop()
+        # Leave the shared subscription first so the other bridges take over the share,
+        # then apply and acknowledge what already arrived, then disconnect.
+        self.connection.leave()
+        self.dispatcher.stop(drain=True)
         self.connection.stop()
         if self._own_state:
             self.shared_state.close()

@@ -1,8 +1,9 @@
 """Every query of kiosk live state. Batch-shaped: one statement per kind of row, not per message.
 
-Row locks are always taken in primary-key order (states, then slots), so two bridge
+A batch locks the kiosk_states rows of its kiosks, in primary-key order, so two bridge
 processes applying overlapping batches on PostgreSQL wait for each other instead of
-deadlocking.
+deadlocking. Slot rows are written only under that kiosk lock, so they are read without
+a lock of their own (anything else that writes slots must lock the kiosk's state first).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, select, update
+from sqlalchemy import Insert, Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,8 +26,6 @@ from server.models import (
     UplinkReceipt,
 )
 
-_CHUNK = 1000  # rows per multi-VALUES statement (keeps bind parameters well under limits)
-
 
 def _insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING in the dialect at hand."""
@@ -36,11 +35,6 @@ def _insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
     if dialect == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing()
     raise NotImplementedError(f"no conflict-ignoring insert for {dialect}")
-
-
-def _chunks(rows: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(rows), _CHUNK):
-        yield rows[i : i + _CHUNK]
 
 
 def kiosk_slot_counts(session: Session, kiosk_ids: Collection[str]) -> dict[str, int]:
@@ -58,19 +52,29 @@ def lock_states(session: Session, kiosk_ids: Collection[str]) -> dict[str, Kiosk
     if not kiosk_ids:
         return {}
     ids = sorted(kiosk_ids)
-    stmt = _insert_ignoring_conflicts(session, KioskState.__table__)  # type: ignore[arg-type]
-    for chunk in _chunks(ids):
+
+    def load() -> dict[str, KioskState]:
+        rows = session.scalars(
+            select(KioskState)
+            .where(KioskState.kiosk_id.in_(ids))
+            .order_by(KioskState.kiosk_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+        return {s.kiosk_id: s for s in rows}
+
+    states = load()
+    missing = [k for k in ids if k not in states]
+    if missing:  # registration creates them; this covers kiosks registered before that
         session.execute(
-            stmt.values([{"kiosk_id": k, "online": False, "conn": 0, "max_seq": 0} for k in chunk])
+            _insert_ignoring_conflicts(session, KioskState.__table__),  # type: ignore[arg-type]
+            [
+                {"kiosk_id": k, "online": False, "conn": 0, "max_seq": 0, "snapshot_seq": 0}
+                for k in missing
+            ],
         )
-    rows = session.scalars(
-        select(KioskState)
-        .where(KioskState.kiosk_id.in_(ids))
-        .order_by(KioskState.kiosk_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
-    return {s.kiosk_id: s for s in rows}
+        states = load()
+    return states
 
 
 def insert_receipts(session: Session, rows: Sequence[Mapping[str, Any]]) -> set[tuple[str, int]]:
@@ -84,27 +88,36 @@ def insert_receipts(session: Session, rows: Sequence[Mapping[str, Any]]) -> set[
         return new
     table = UplinkReceipt.__table__
     stmt = _insert_ignoring_conflicts(session, table)  # type: ignore[arg-type]
-    for chunk in _chunks(rows):
-        result = session.execute(stmt.values(list(chunk)).returning(table.c.kiosk_id, table.c.seq))
-        new.update((k, s) for k, s in result.all())
+    # executemany + RETURNING: SQLAlchemy batches it into multi-row INSERTs
+    # ("insertmanyvalues") from one cached compiled statement.
+    result = session.execute(stmt.returning(table.c.kiosk_id, table.c.seq), list(rows))
+    new.update((k, s) for k, s in result.all())
     return new
 
 
-def lock_slots(session: Session, wanted: Mapping[str, int]) -> dict[tuple[str, int], Slot]:
-    """Slots 1..wanted[kiosk] of each kiosk, created lazily (empty, nothing known), locked."""
+SlotRow = tuple[SlotStatus, str | None, int | None, int]
+"""(status, tag, fault_code, applied_seq) of one slot."""
+
+
+def load_slots(session: Session, wanted: Mapping[str, int]) -> dict[tuple[str, int], SlotRow]:
+    """Slots 1..wanted[kiosk] of each kiosk (created lazily: empty, nothing known), as plain
+    rows: a batch of heartbeats reads thousands of slots and writes back only the changed."""
     if not wanted:
         return {}
     ids = sorted(wanted)
 
-    def load() -> dict[tuple[str, int], Slot]:
-        found = session.scalars(
-            select(Slot)
-            .where(Slot.kiosk_id.in_(ids))
-            .order_by(Slot.kiosk_id, Slot.slot_no)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+    def load() -> dict[tuple[str, int], SlotRow]:
+        found = session.execute(
+            select(
+                Slot.kiosk_id,
+                Slot.slot_no,
+                Slot.status,
+                Slot.tag,
+                Slot.fault_code,
+                Slot.applied_seq,
+            ).where(Slot.kiosk_id.in_(ids))
         ).all()
-        return {(s.kiosk_id, s.slot_no): s for s in found}
+        return {(k, n): (st, tag, fault, seq) for k, n, st, tag, fault, seq in found}
 
     slots = load()
     missing = [
@@ -115,10 +128,21 @@ def lock_slots(session: Session, wanted: Mapping[str, int]) -> dict[tuple[str, i
     ]
     if missing:
         stmt = _insert_ignoring_conflicts(session, Slot.__table__)  # type: ignore[arg-type]
-        for chunk in _chunks(missing):
-            session.execute(stmt.values(list(chunk)))
+        session.execute(stmt, missing)
         slots = load()
     return slots
+
+
+def update_slots(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write changed slots by primary key (one executemany)."""
+    if rows:
+        session.execute(update(Slot), list(rows))
+
+
+def insert_rows(session: Session, model: type[Any], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append-only history rows (events, faults, disagreements) in one executemany."""
+    if rows:
+        session.execute(insert(model), list(rows))
 
 
 def commands_by_id(session: Session, cmd_ids: Collection[str]) -> dict[str, CommandRecord]:

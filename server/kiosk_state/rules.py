@@ -169,6 +169,11 @@ def apply_fault(slot: SlotView, seq: int, code: int, active: bool) -> SlotView |
     return SlotView(_status(slot.tag, None), slot.tag, None, seq)
 
 
+def same_state(a: SlotView, b: SlotView) -> bool:
+    """Same physical state, whatever seq each was learnt at."""
+    return (a.status, a.tag, a.fault_code) == (b.status, b.tag, b.fault_code)
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotOutcome:
     slot: SlotView | None  # None: the snapshot is older than the slot's state

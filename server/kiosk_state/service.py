@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -33,7 +34,6 @@ from server.kiosk_state import rules
 from server.models import (
     KioskFault,
     KioskState,
-    Slot,
     SlotDisagreement,
     SlotEventRecord,
 )
@@ -100,14 +100,33 @@ def _store_presence(s: KioskState, p: rules.PresenceView) -> None:
         s.last_seen_at = from_ms(p.last_seen_ms)
 
 
-def _slot_view(s: Slot) -> rules.SlotView:
-    return rules.SlotView(s.status, s.tag, s.fault_code, s.applied_seq)
+class _Slots:
+    """The batch's working copy of slot rows: reads as SlotViews (confirmed up to the
+    kiosk's snapshot_seq), collects the changed rows for one executemany at the end."""
 
+    def __init__(self, rows: dict[tuple[str, int], repo.SlotRow], snapshot_seq: dict[str, int]):
+        self.rows = rows
+        self.snapshot_seq = snapshot_seq
+        self.changed: dict[tuple[str, int], dict[str, object]] = {}
 
-def _store_slot(s: Slot, v: rules.SlotView, observed: datetime, now: datetime) -> None:
-    s.status, s.tag, s.fault_code, s.applied_seq = v.status, v.tag, v.fault_code, v.applied_seq
-    s.observed_at = observed
-    s.updated_at = now
+    def view(self, kiosk_id: str, slot_no: int) -> rules.SlotView:
+        status, tag, fault, seq = self.rows[(kiosk_id, slot_no)]
+        return rules.SlotView(status, tag, fault, max(seq, self.snapshot_seq[kiosk_id]))
+
+    def store(
+        self, kiosk_id: str, slot_no: int, v: rules.SlotView, observed: datetime, now: datetime
+    ) -> None:
+        self.rows[(kiosk_id, slot_no)] = (v.status, v.tag, v.fault_code, v.applied_seq)
+        self.changed[(kiosk_id, slot_no)] = {
+            "kiosk_id": kiosk_id,
+            "slot_no": slot_no,
+            "status": v.status,
+            "tag": v.tag,
+            "fault_code": v.fault_code,
+            "applied_seq": v.applied_seq,
+            "observed_at": observed,
+            "updated_at": now,
+        }
 
 
 def _in_seq_order(batch: Sequence[Received]) -> list[Received]:
@@ -236,7 +255,10 @@ class KioskStateService:
 
         # 3. Load and lock everything the batch touches, a few statements in all.
         states = repo.lock_states(session, {r.msg.kiosk_id for r in todo})
-        slots = repo.lock_slots(session, _slots_wanted(todo, slot_counts))
+        slots = _Slots(
+            repo.load_slots(session, _slots_wanted(todo, slot_counts)),
+            {k: s.snapshot_seq for k, s in states.items()},
+        )
         commands = repo.commands_by_id(
             session, {r.msg.cmd_id for r in todo if isinstance(r.msg, CmdResult)}
         )
@@ -244,7 +266,7 @@ class KioskStateService:
         # 4. Apply in order.
         views = {k: _presence_view(s) for k, s in states.items()}
         was_online = {k: s.online for k, s in states.items()}
-        new_rows: list[object] = []
+        new_rows: defaultdict[type[Any], list[dict[str, Any]]] = defaultdict(list)
         plays: list[tuple[Play, datetime]] = []
         for r in todo:
             m, now = r.msg, from_ms(r.received_ms)
@@ -276,60 +298,66 @@ class KioskStateService:
                         if m.playlist_version is not None:
                             state.playlist_version = m.playlist_version
                     for slot_no, reported in enumerate(m.slots, start=1):
-                        slot = slots[(m.kiosk_id, slot_no)]
-                        outcome = rules.apply_snapshot(_slot_view(slot), m.seq, reported)
+                        believed = slots.view(m.kiosk_id, slot_no)
+                        outcome = rules.apply_snapshot(believed, m.seq, reported)
                         if outcome.slot is None:
                             continue
                         if outcome.believed is not None:
-                            new_rows.append(
-                                SlotDisagreement(
-                                    kiosk_id=m.kiosk_id,
-                                    slot_no=slot_no,
-                                    heartbeat_seq=m.seq,
-                                    believed_status=outcome.believed.status.value,
-                                    believed_tag=outcome.believed.tag,
-                                    reported_status=outcome.slot.status.value,
-                                    reported_tag=outcome.slot.tag,
-                                    detected_at=now,
-                                )
+                            new_rows[SlotDisagreement].append(
+                                {
+                                    "kiosk_id": m.kiosk_id,
+                                    "slot_no": slot_no,
+                                    "heartbeat_seq": m.seq,
+                                    "believed_status": outcome.believed.status.value,
+                                    "believed_tag": outcome.believed.tag,
+                                    "reported_status": outcome.slot.status.value,
+                                    "reported_tag": outcome.slot.tag,
+                                    "detected_at": now,
+                                }
                             )
-                        _store_slot(slot, outcome.slot, observed, now)
+                        if rules.same_state(believed, outcome.slot):
+                            continue  # confirmed by snapshot_seq below, no row written
+                        slots.store(m.kiosk_id, slot_no, outcome.slot, observed, now)
+                    if m.seq > slots.snapshot_seq[m.kiosk_id]:
+                        slots.snapshot_seq[m.kiosk_id] = m.seq
                 case SlotEvent():
                     tag = rules.tag_hex(m.tag)
-                    new_rows.append(
-                        SlotEventRecord(
-                            kiosk_id=m.kiosk_id,
-                            seq=m.seq,
-                            slot_no=m.slot,
-                            kind=m.kind.value,
-                            tag=tag,
-                            cmd_id=m.cmd_id,
-                            kiosk_time=observed,
-                            received_at=now,
-                        )
+                    new_rows[SlotEventRecord].append(
+                        {
+                            "kiosk_id": m.kiosk_id,
+                            "seq": m.seq,
+                            "slot_no": m.slot,
+                            "kind": m.kind.value,
+                            "tag": tag,
+                            "cmd_id": m.cmd_id,
+                            "kiosk_time": observed,
+                            "received_at": now,
+                        }
                     )
-                    slot = slots[(m.kiosk_id, m.slot)]
-                    applied = rules.apply_slot_event(_slot_view(slot), m.seq, m.kind, tag)
+                    applied = rules.apply_slot_event(
+                        slots.view(m.kiosk_id, m.slot), m.seq, m.kind, tag
+                    )
                     if applied is not None:
-                        _store_slot(slot, applied, observed, now)
+                        slots.store(m.kiosk_id, m.slot, applied, observed, now)
                 case Fault():
-                    new_rows.append(
-                        KioskFault(
-                            kiosk_id=m.kiosk_id,
-                            seq=m.seq,
-                            slot_no=m.slot,
-                            code=m.code,
-                            active=m.active,
-                            detail=m.detail,
-                            kiosk_time=observed,
-                            received_at=now,
-                        )
+                    new_rows[KioskFault].append(
+                        {
+                            "kiosk_id": m.kiosk_id,
+                            "seq": m.seq,
+                            "slot_no": m.slot,
+                            "code": m.code,
+                            "active": m.active,
+                            "detail": m.detail,
+                            "kiosk_time": observed,
+                            "received_at": now,
+                        }
                     )
                     if m.slot is not None:
-                        slot = slots[(m.kiosk_id, m.slot)]
-                        applied = rules.apply_fault(_slot_view(slot), m.seq, m.code, m.active)
+                        applied = rules.apply_fault(
+                            slots.view(m.kiosk_id, m.slot), m.seq, m.code, m.active
+                        )
                         if applied is not None:
-                            _store_slot(slot, applied, observed, now)
+                            slots.store(m.kiosk_id, m.slot, applied, observed, now)
                 case CmdResult():
                     record = commands.get(m.cmd_id)
                     if record is not None and record.kiosk_id == m.kiosk_id:
@@ -344,13 +372,17 @@ class KioskStateService:
         for k, state in states.items():
             view = views[k]
             _store_presence(state, view)
+            if state.snapshot_seq != slots.snapshot_seq[k]:
+                state.snapshot_seq = slots.snapshot_seq[k]
             if view.online and not was_online[k]:
                 out.went_online.append(k)
             elif was_online[k] and not view.online:
                 out.went_offline.append(k)
             out.presence.append(Presence(k, view.online, view.conn, view.last_seen_ms))
 
-        repo.add_all(session, new_rows)
+        repo.update_slots(session, list(slots.changed.values()))
+        for model, rows in new_rows.items():
+            repo.insert_rows(session, model, rows)
         if plays and self.on_play is not None:
             self.on_play(session, plays)
         session.flush()

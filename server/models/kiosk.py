@@ -64,6 +64,10 @@ class KioskState(Base):
     clock_skew_ms: Mapped[int | None] = mapped_column(BigInteger)
     #: Highest sequence number applied.
     max_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Seq of the newest heartbeat snapshot applied. A snapshot confirms every slot it agrees
+    #: with, so a slot's state is as of max(slot.applied_seq, snapshot_seq) without rewriting
+    #: all 22 slot rows on every heartbeat.
+    snapshot_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     playlist_version: Mapped[int | None] = mapped_column(BigInteger)
 
     kiosk: Mapped[Kiosk] = relationship(back_populates="state", lazy="raise")
@@ -86,9 +90,10 @@ class Slot(Base):
     #: RFID tag, uppercase hex; may be set on a faulty slot that holds a jammed umbrella.
     tag: Mapped[str | None] = mapped_column(String(32), index=True)
     fault_code: Mapped[int | None] = mapped_column(Integer)
-    #: Sequence number of the message that set this state; older messages never overwrite it.
+    #: Seq of the message that set this state (see KioskState.snapshot_seq for the seq it is
+    #: confirmed up to); older messages never overwrite it.
     applied_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    #: The kiosk's own clock when it saw this state.
+    #: The kiosk's own clock when this state began (event or contradicting snapshot).
     observed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime | None]
 
