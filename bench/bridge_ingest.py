@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             got_c = receipts(db)
             lost_c = n - (got_c[0] - got[0])
             print(
-                f"C one bridge paced at {paced_rate:,.0f} msg/s: latency {summary(paced.latencies)};"
-                f" lost {lost_c}"
+                f"C one bridge paced at {paced_rate:,.0f} msg/s: "
+                f"latency {summary(paced.latencies)}; lost {lost_c}"
             )
             bridge.stop()
             hb_capacity = one.rate * 60  # one heartbeat a minute per kiosk
