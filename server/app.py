@@ -17,9 +17,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from server.api_errors import AppServices, install_error_handlers
 from server.config import Settings, get_settings
 from server.core.db import Database
+from server.core.http import AppServices, install_error_handlers
 from server.kiosks import service as kiosk_service
 from server.kiosks.router import router as kiosks_router
 from server.partners.router import router as partners_router

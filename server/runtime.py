@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-from server.api_errors import AppServices
 from server.bridge.commands import CommandChannel
 from server.bridge.connection import BridgeConnection
 from server.bridge.runner import Bridge
 from server.config import Settings
+from server.core.http import AppServices
 from server.core.shared_state import make_shared_state
 
 Hook = Callable[[AppServices], AbstractAsyncContextManager[None]]

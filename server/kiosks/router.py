@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
-from server.api_errors import SessionDep, require_operator, services
+from server.core.http import SessionDep, require_operator, services
 from server.kiosks import rules, service
 from server.kiosks.repository import KioskFilters
 from server.kiosks.schemas import (

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from server.api_errors import SessionDep, require_operator
+from server.core.http import SessionDep, require_operator
 from server.partners import service
 from server.partners.schemas import PartnerCreate, PartnerOut
 

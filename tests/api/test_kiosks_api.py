@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from server.api_errors import AppServices
 from server.app import create_app
 from server.broker.credentials import verify_password
 from server.config import Settings
 from server.core.db import Database
+from server.core.http import AppServices
 from server.kiosks import service as kiosks
 from server.models import Kiosk, KioskState, Partner, Slot, SlotStatus
 
