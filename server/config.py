@@ -38,8 +38,10 @@ class Settings(BaseSettings):
     presence_timeout_s: int = 180
     #: Default heartbeat interval told to kiosks.
     heartbeat_interval_s: int = 60
-    #: How long duplicate-suppression keys live in the shared state.
-    dedup_ttl_s: int = 7 * 24 * 3600
+    #: How long duplicate-suppression keys live in the shared state (a pre-filter only: the
+    #: receipts table is the authority), and how long receipts are kept.
+    dedup_ttl_s: int = 24 * 3600
+    receipt_retention_days: int = 90
 
     #: When set, registry writes (POST /partners, /kiosks...) need `Authorization: Bearer <token>`.
     #: Roles and per-tenant accounts replace this in the partners/console work.

@@ -53,3 +53,12 @@ def mark_silent_kiosks_offline(
                 log.warning("presence cache update failed", exc_info=True)
 
     return len(changed)
+
+
+def prune_receipts(session: Session, now: datetime, keep_days: int) -> int:
+    """Drop duplicate-filter receipts older than `keep_days` (by receive time).
+
+    A receipt only has to outlive every copy of its message: the kiosk's offline buffer
+    (2,000 messages, days at most) and broker redelivery. Kept far longer than that.
+    """
+    return repo.delete_receipts_before(session, now - timedelta(days=keep_days))

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, insert, select, update
+from sqlalchemy import Insert, Table, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -218,3 +218,12 @@ def finish_command_if_pending(
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+def delete_receipts_before(session: Session, cutoff: datetime) -> int:
+    result = session.execute(
+        delete(UplinkReceipt)
+        .where(UplinkReceipt.received_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

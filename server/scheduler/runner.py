@@ -36,8 +36,14 @@ def build_scheduler(
         if n:
             log.info("presence timeout: %d silent kiosk(s) marked offline", n)
 
+    def prune_receipts() -> None:
+        with db.transaction() as session:
+            n = kiosk_jobs.prune_receipts(session, clock.now(), settings.receipt_retention_days)
+        log.info("pruned %d uplink receipts older than %d days", n, settings.receipt_retention_days)
+
     every = max(5, settings.presence_timeout_s // 6)
     scheduler.add_job(_logged(presence_timeout), "interval", seconds=every, id="presence_timeout")
+    scheduler.add_job(_logged(prune_receipts), "cron", hour=3, minute=17, id="prune_receipts")
     return scheduler
 
 
