@@ -98,7 +98,10 @@ def cmd_broker_files(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with db.transaction() as session:
             files = kiosks.export_broker_files(
-                session, settings, pid_file=Path(args.reload_pid) if args.reload_pid else None
+                session,
+                settings,
+                pid_file=Path(args.reload_pid) if args.reload_pid else None,
+                mode=int(args.mode, 8),
             )
     finally:
         db.dispose()
@@ -182,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--host", default="0.0.0.0")
     b.add_argument("--port", type=int, default=1883)
     b.add_argument("--reload-pid", help="SIGHUP the Mosquitto with this pid file afterwards")
+    b.add_argument(
+        "--mode",
+        default="600",
+        help="file mode (octal) of the password and ACL files; 644 when Mosquitto runs as "
+        "another user, as in docker-compose (the files hold hashes, never passwords)",
+    )
     b.set_defaults(func=cmd_broker_files)
     return p
 

@@ -254,7 +254,7 @@ def cloud_users(settings: Settings) -> dict[str, str]:
 
 
 def export_broker_files(
-    session: Session, settings: Settings, *, pid_file: Path | None = None
+    session: Session, settings: Settings, *, pid_file: Path | None = None, mode: int = 0o600
 ) -> BrokerFiles:
     """Write the broker password and ACL files from the registry (+ the cloud user), then
     SIGHUP Mosquitto if a pid file is given. The embedded broker notices the new files itself."""
@@ -263,6 +263,7 @@ def export_broker_files(
         settings.broker_acl_file,
         kiosks=repo.credentials(session),
         cloud_users=cloud_users(settings),
+        mode=mode,
     )
     if pid_file is not None:
         reload_mosquitto(pid_file)
