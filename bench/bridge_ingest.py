@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"C one bridge paced at {paced_rate:,.0f} msg/s: "
                 f"latency {summary(paced.latencies)}; lost {lost_c}"
             )
-            bridge.stop()
+            bridge.stop(retire=True)  # phase D's bridges take over the shared subscription
             per_core = 10_000 / bridge_cpu  # messages per CPU second
             print(
                 f"  one bridge process on one core: about {per_core:,.0f} msg/s, i.e. "

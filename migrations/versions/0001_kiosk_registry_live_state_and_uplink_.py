@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 03:44:52.620567
+Create Date: 2026-11-26 04:03:20.067043
 """
 
 from collections.abc import Sequence
@@ -112,6 +112,7 @@ def upgrade() -> None:
     sa.Column('last_seen_at', server.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('online_changed_at', server.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('clock_skew_ms', sa.BigInteger(), nullable=True),
+    sa.Column('clock_skew_at', server.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('max_seq', sa.BigInteger(), nullable=False),
     sa.Column('snapshot_seq', sa.BigInteger(), nullable=False),
     sa.Column('playlist_version', sa.BigInteger(), nullable=True),

@@ -110,11 +110,12 @@ class BridgeConnection:
         return self.ready.wait(timeout_s)
 
     def leave(self, timeout_s: float = 5.0) -> bool:
-        """Unsubscribe (and stay unsubscribed across reconnects) before a graceful stop.
+        """Unsubscribe (and stay unsubscribed across reconnects): retiring a bridge for good.
 
         With a persistent session in a shared-subscription group, Mosquitto keeps sending
         a disconnected member its share and queues it until that client id returns; a
-        bridge that leaves first hands its share to the other members instead.
+        bridge that leaves first hands its share to the other members instead. Never for a
+        restart, and never the last bridge: with no subscriber, uplinks are dropped.
         """
         if not self._subscribe:
             return True

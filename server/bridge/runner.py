@@ -66,10 +66,17 @@ class Bridge:
             self.settings.mqtt_port,
         )
 
-    def stop(self) -> None:
-        # Leave the shared subscription first so the other bridges take over the share,
-        # then apply and acknowledge what already arrived, then disconnect.
-        self.connection.leave()
+    def stop(self, *, retire: bool = False) -> None:
+        """Apply and acknowledge what already arrived, then disconnect.
+
+        The subscription stays with the persistent session, so the broker keeps this
+        bridge's share while it restarts: nothing is lost, and a lone bridge gets it all
+        back. Only a bridge that is `retire`d for good (other bridges remain in the group)
+        leaves the shared subscription first, so its share goes to the others instead of
+        waiting for a client id that never returns.
+        """
+        if retire:
+            self.connection.leave()
         self.dispatcher.stop(drain=True)
         self.connection.stop()
         if self._own_state:

@@ -47,6 +47,27 @@ class PresenceView:
     skew_ms: int | None
     max_seq: int
     last_seen_ms: int | None
+    #: Server time (ms) the skew estimate was last lowered or re-based (see estimate_skew).
+    skew_at_ms: int | None = None
+
+
+def estimate_skew(
+    p: PresenceView, sample_ms: int, received_ms: int, *, live: bool, window_ms: int
+) -> tuple[int | None, int | None]:
+    """(skew, when) after one more sample of `receive time - kiosk time`.
+
+    A live message's sample is the skew plus its network delay; a replayed one adds its age.
+    So the lowest recent sample is the best estimate (firmware SPEC §8): a kiosk clock
+    stepped forward lowers the samples and is adopted at once; one stepped back raises them
+    and is adopted when the estimate is older than `window_ms`. With no estimate yet, only a
+    live message may set one (a replay would pass its age off as skew).
+    """
+    if p.skew_ms is None:
+        return (sample_ms, received_ms) if live else (None, None)
+    stale = p.skew_at_ms is None or received_ms - p.skew_at_ms > window_ms
+    if sample_ms <= p.skew_ms or stale:
+        return sample_ms, received_ms
+    return p.skew_ms, p.skew_at_ms
 
 
 def apply_online(p: PresenceView, conn: int, ts_ms: int, received_ms: int) -> PresenceView | None:
@@ -58,7 +79,8 @@ def apply_online(p: PresenceView, conn: int, ts_ms: int, received_ms: int) -> Pr
             online=True,
             conn=conn,
             changed_ms=p.changed_ms if p.online else received_ms,
-            skew_ms=received_ms - ts_ms,
+            skew_ms=received_ms - ts_ms,  # sent right after CONNACK: always live
+            skew_at_ms=received_ms,
             last_seen_ms=_later(p.last_seen_ms, received_ms),
         )
     return None  # same connection already applied, or its Offline came first: stale
@@ -98,13 +120,17 @@ def apply_sequenced(
             online, changed = True, received_ms
         if conn is not None and conn > new_conn:
             new_conn = conn
+    skew, skew_at = estimate_skew(
+        p, received_ms - ts_ms, received_ms, live=live, window_ms=tolerance_ms
+    )
     return PresenceView(
         online=online,
         conn=new_conn,
         changed_ms=changed,
-        skew_ms=received_ms - ts_ms if live else p.skew_ms,
+        skew_ms=skew,
         max_seq=max(p.max_seq, seq),
         last_seen_ms=_later(p.last_seen_ms, received_ms),
+        skew_at_ms=skew_at,
     )
 
 

@@ -80,6 +80,7 @@ def _presence_view(s: KioskState) -> rules.PresenceView:
         conn=s.conn,
         changed_ms=None if s.online_changed_at is None else to_ms(s.online_changed_at),
         skew_ms=s.clock_skew_ms,
+        skew_at_ms=None if s.clock_skew_at is None else to_ms(s.clock_skew_at),
         max_seq=s.max_seq,
         last_seen_ms=None if s.last_seen_at is None else to_ms(s.last_seen_at),
     )
@@ -93,6 +94,10 @@ def _store_presence(s: KioskState, p: rules.PresenceView) -> None:
     ):
         s.online_changed_at = from_ms(p.changed_ms)
     s.clock_skew_ms = p.skew_ms
+    if p.skew_at_ms is not None and (
+        s.clock_skew_at is None or to_ms(s.clock_skew_at) != p.skew_at_ms
+    ):
+        s.clock_skew_at = from_ms(p.skew_at_ms)
     s.max_seq = p.max_seq
     if p.last_seen_ms is not None and (
         s.last_seen_at is None or to_ms(s.last_seen_at) != p.last_seen_ms

@@ -60,8 +60,10 @@ class KioskState(Base):
     signal_dbm: Mapped[int | None] = mapped_column(Integer)
     last_seen_at: Mapped[datetime | None]
     online_changed_at: Mapped[datetime | None]
-    #: Server receive time minus kiosk clock, from the newest live message (ms).
+    #: Server receive time minus kiosk clock (ms): a windowed minimum over recent messages
+    #: (kiosk_state/rules.py estimate_skew), and when it was last lowered or re-based.
     clock_skew_ms: Mapped[int | None] = mapped_column(BigInteger)
+    clock_skew_at: Mapped[datetime | None]
     #: Highest sequence number applied.
     max_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Seq of the newest heartbeat snapshot applied. A snapshot confirms every slot it agrees

@@ -188,3 +188,30 @@ def test_older_snapshot_changes_nothing() -> None:
 def test_snapshot_reports_a_jammed_slot_as_fault_with_its_tag() -> None:
     out = rules.apply_snapshot(rules.UNKNOWN_SLOT, 2, SlotState(tag=TAG, fault=3))
     assert out.slot == slot(SlotStatus.FAULT, "A1B2C3D4", 2, fault=3)
+
+
+def test_kiosk_clock_stepped_forward_while_connected_is_adopted_at_once() -> None:
+    slow = rules.apply_online(FRESH, 1, ts_ms=T - 600_000, received_ms=T)  # 10 min slow
+    assert slow is not None
+    synced = rules.apply_sequenced(slow, 2, ts_ms=T + 60_000, received_ms=T + 60_000)
+    assert synced.skew_ms == 0
+    assert synced.online
+
+
+def test_kiosk_clock_stepped_back_is_adopted_once_the_estimate_is_older_than_the_window() -> None:
+    fast = rules.apply_online(FRESH, 1, ts_ms=T + 600_000, received_ms=T)  # 10 min fast
+    assert fast is not None
+    window = rules.DEFAULT_LIVE_TOLERANCE_MS
+    early = rules.apply_sequenced(fast, 2, ts_ms=T + 60_000, received_ms=T + 60_000)
+    assert early.skew_ms == -600_000  # a higher sample may be a delayed message: keep
+    later = rules.apply_sequenced(
+        early, 3, ts_ms=T + window + 61_000, received_ms=T + window + 61_000
+    )
+    assert later.skew_ms == 0
+
+
+def test_lowest_recent_sample_wins_over_a_delayed_message() -> None:
+    view = rules.apply_online(FRESH, 1, ts_ms=T - 250, received_ms=T)
+    assert view is not None
+    delayed = rules.apply_sequenced(view, 2, ts_ms=T, received_ms=T + 40_000)
+    assert delayed.skew_ms == 250
