@@ -18,6 +18,7 @@ amqtt differences that matter here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -27,6 +28,7 @@ from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
+from amqtt.errors import AMQTTError
 from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import OutgoingApplicationMessage, Session
@@ -38,11 +40,27 @@ log = logging.getLogger(__name__)
 
 
 class _SafeBroker(Broker):  # type: ignore[misc]
-    """amqtt 0.12.1's `_run_broadcast` iterates `self._subscriptions` while awaiting the topic
-    filter, so a client subscribing meanwhile raises "dictionary changed size during
-    iteration" and that message is delivered to nobody (seen with a reconnecting fleet).
-    This is the same method over snapshots of the subscription tables; nothing else differs.
+    """amqtt 0.12.1 with two defects mended (same methods otherwise):
+
+    - `_run_broadcast` iterated `self._subscriptions` while awaiting the topic filter, so a
+      client subscribing meanwhile raised "dictionary changed size during iteration" and
+      that message reached nobody (seen with a reconnecting fleet);
+    - a client dropping before CONNECT left its socket open until garbage collection.
     """
+
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> Any:
+        # amqtt leaves the socket of a client that drops before CONNECT open until the
+        # garbage collector finds it; close it here.
+        try:
+            return await super()._initialize_client_session(
+                reader, writer, remote_address, remote_port
+            )
+        except AMQTTError:
+            with contextlib.suppress(Exception):
+                await writer.close()
+            raise
 
     async def _run_broadcast(
         self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]
