@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import create_engine, text
+
+from server.core.migrate import upgrade
+from server.models import Base
 
 PG_ADMIN_URL = os.environ.get(
     "UMB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -40,3 +47,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def throwaway_pg_database(*, migrate: bool, prefix: str = "umb_test") -> Iterator[str]:
+    """A new PostgreSQL database with a unique name (per process), its schema made by Alembic
+    (`migrate=True`) or by `Base.metadata.create_all`; yields its URL, drops it on exit."""
+    require("PostgreSQL", "127.0.0.1", 5432)
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        try:
+            if migrate:
+                upgrade(url)
+            else:
+                engine = create_engine(url)
+                Base.metadata.create_all(engine)
+                engine.dispose()
+            yield url
+        finally:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

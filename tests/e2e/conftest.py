@@ -19,11 +19,8 @@ fails under CI=true (tests/services.py `require`).
 
 from __future__ import annotations
 
-import getpass
 import os
 import queue
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,14 +35,13 @@ import redis
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from device_sim.credentials import KioskCredential
 from device_sim.fleet import Fleet, KioskHandle
 from server.app import create_app
 from server.bridge.runner import Bridge
 from server.broker.embedded import EmbeddedBroker
-from server.broker.mosquitto import MosquittoConfOptions, write_mosquitto_conf
 from server.config import Settings
 from server.core.db import Database
 from server.core.migrate import upgrade
@@ -54,7 +50,8 @@ from server.kiosks import service as kiosks
 from server.models import Base
 from server.partners import service as partners
 from server.runtime import attach_bridge
-from tests.services import PG_ADMIN_URL, free_port, in_ci, port_open, require
+from tests.brokers import PrivateMosquitto, private_mosquitto
+from tests.services import free_port, require, throwaway_pg_database
 
 T = TypeVar("T")
 
@@ -194,29 +191,12 @@ class Registry:
     credentials: list[KioskCredential]
 
 
-@dataclass
-class PrivateMosquitto:
-    port: int
-    log: Path
-
-
 @pytest.fixture(scope="session")
 def e2e_pg_url() -> Iterator[str]:
     """One migrated PostgreSQL database for the e2e session (the bridge processes of
     test_two_bridge_processes.py connect to it by URL)."""
-    require("PostgreSQL", "127.0.0.1", 5432)
-    name = f"umb_e2e_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    try:
-        upgrade(url)
+    with throwaway_pg_database(migrate=True, prefix="umb_e2e") as url:
         yield url
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _clean_redis() -> str:
@@ -227,51 +207,13 @@ def _clean_redis() -> str:
     return E2E_REDIS_URL
 
 
-def _mosquitto_binary() -> str:
-    binary = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if binary is None:
-        if in_ci():
-            pytest.fail("mosquitto binary not installed (CI=true)")
-        pytest.skip("mosquitto binary not installed")
-    return binary
-
-
 def start_mosquitto(settings: Settings, stack: ExitStack) -> PrivateMosquitto:
-    """Mosquitto on a free port with the project's conf, password file and ACL, as in
-    tests/integration/test_broker_auth.py. Stopped when `stack` closes."""
-    binary = _mosquitto_binary()
-    port = free_port()
-    broker_dir = settings.broker_password_file.parent
-    pid_file = broker_dir / "mosquitto.pid"
-    conf = write_mosquitto_conf(
-        broker_dir / "mosquitto.conf",
-        settings.broker_password_file,
-        settings.broker_acl_file,
-        MosquittoConfOptions(port=port, pid_file=pid_file, user=getpass.getuser()),
+    """Mosquitto on a free port with the project's conf, password file and ACL (its conf and
+    log beside the password file). Stopped when `stack` closes."""
+    password_file = settings.broker_password_file
+    return stack.enter_context(
+        private_mosquitto(password_file, settings.broker_acl_file, password_file.parent)
     )
-    log_path = broker_dir / "mosquitto.log"
-    log = log_path.open("w")
-    stack.callback(log.close)
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    stack.callback(stop)
-    deadline = time.monotonic() + 10
-    while not (port_open("127.0.0.1", port, 0.2) and pid_file.exists()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.flush()
-            pytest.fail(f"mosquitto did not start: {log_path.read_text()}")
-        time.sleep(0.05)
-    return PrivateMosquitto(port, log_path)
 
 
 def build_registry(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Registry:

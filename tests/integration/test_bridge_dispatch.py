@@ -35,10 +35,8 @@ from server.kiosk_state import jobs
 from server.kiosk_state.service import ApplyOutcome, KioskStateService, Received
 from server.models import (
     CommandRecord,
-    Kiosk,
     KioskFault,
     KioskState,
-    Partner,
     RejectedUplink,
     Slot,
     SlotDisagreement,
@@ -46,33 +44,11 @@ from server.models import (
     SlotStatus,
     UplinkReceipt,
 )
+from tests.integration.rows import add_kiosks
 
 K = "K0001"
 TAG_A = bytes.fromhex("a1a1a1a1")
 TAG_B = bytes.fromhex("b2b2b2b2")
-
-
-def add_kiosks(db: Database, *kiosk_ids: str, slot_count: int = 22) -> None:
-    now = clock.now()
-    with db.transaction() as s:
-        partner = Partner(name=f"partner-{kiosk_ids[0]}", region="Hangzhou", created_at=now)
-        s.add(partner)
-        s.flush()
-        for k in kiosk_ids:
-            s.add(
-                Kiosk(
-                    id=k,
-                    name=k,
-                    partner_id=partner.id,
-                    lat=30.27,
-                    lon=120.15,
-                    address="West Lake metro exit B",
-                    venue_type="1.101",
-                    slot_count=slot_count,
-                    mqtt_password_hash="$7$unused",
-                    created_at=now,
-                )
-            )
 
 
 def hb(seq: int, slots: Sequence[bytes | None], kiosk: str = K, **kw: Any) -> Heartbeat:

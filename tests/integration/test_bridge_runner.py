@@ -19,31 +19,11 @@ from server.config import Settings
 from server.core.clock import clock
 from server.core.db import Database
 from server.core.shared_state import MemorySharedState
-from server.models import Kiosk, KioskState, Partner, RejectedUplink, Slot
+from server.models import KioskState, RejectedUplink, Slot
+from tests.integration.rows import add_kiosks
 from tests.services import MOSQUITTO_HOST, require
 
 PORT = 1883
-
-
-def add_kiosk(db: Database, kiosk_id: str) -> None:
-    now = clock.now()
-    with db.transaction() as s:
-        partner = Partner(name=f"p-{kiosk_id}", region="Chengdu", created_at=now)
-        s.add(partner)
-        s.flush()
-        s.add(
-            Kiosk(
-                id=kiosk_id,
-                name=kiosk_id,
-                partner_id=partner.id,
-                lat=30.66,
-                lon=104.07,
-                address="Chunxi Road mall",
-                venue_type="2.101",
-                mqtt_password_hash="$7$unused",
-                created_at=now,
-            )
-        )
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
@@ -83,7 +63,7 @@ def names(db: Database) -> Iterator[tuple[str, str, str]]:
     require("Mosquitto", MOSQUITTO_HOST, PORT)
     u = uuid.uuid4().hex[:10]
     kiosk_id, bridge_id = f"KR{u}", f"bridge-r-{u}"
-    add_kiosk(db, kiosk_id)
+    add_kiosks(db, kiosk_id)
     yield kiosk_id, bridge_id, f"g{u}"
     forget_session(bridge_id)
 

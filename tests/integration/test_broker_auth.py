@@ -3,10 +3,7 @@ topics), against a real Mosquitto and against the embedded amqtt broker, from th
 
 from __future__ import annotations
 
-import getpass
 import queue
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,18 +16,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from server.broker.embedded import EmbeddedBroker
-from server.broker.mosquitto import (
-    MosquittoConfOptions,
-    reload_mosquitto,
-    write_mosquitto_conf,
-    write_mosquitto_files,
-)
+from server.broker.mosquitto import reload_mosquitto, write_mosquitto_files
 from server.core.db import Database
 from server.kiosks import repository as kiosk_repo
 from server.kiosks import service as kiosks
 from server.models import Base
 from server.partners import service as partners
-from tests.services import free_port, in_ci, port_open
+from tests.brokers import private_mosquitto
+from tests.services import free_port
 
 CLOUD_USER = "cloud"
 CLOUD_PASSWORD = "cloud-test-password"
@@ -104,46 +97,11 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     db.dispose()
 
 
-def _start_mosquitto(fleet: Fleet, tmp_path: Path) -> Iterator[RunningBroker]:
-    binary = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if binary is None:
-        if in_ci():
-            pytest.fail("mosquitto binary not installed (CI=true)")
-        pytest.skip("mosquitto binary not installed")
-    port = free_port()
-    pid_file = tmp_path / "mosquitto.pid"
-    conf = write_mosquitto_conf(
-        tmp_path / "mosquitto.conf",
-        fleet.password_file,
-        fleet.acl_file,
-        MosquittoConfOptions(port=port, pid_file=pid_file, user=getpass.getuser()),
-    )
-    log = (tmp_path / "mosquitto.log").open("w")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while not (port_open("127.0.0.1", port, 0.2) and pid_file.exists()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"mosquitto did not start: {(tmp_path / 'mosquitto.log').read_text()}")
-            time.sleep(0.05)
-        yield RunningBroker("mosquitto", port, fleet, pid_file)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-
-
 @pytest.fixture(params=["mosquitto", "embedded"])
 def broker(request: pytest.FixtureRequest, fleet: Fleet, tmp_path: Path) -> Iterator[RunningBroker]:
     if request.param == "mosquitto":
-        yield from _start_mosquitto(fleet, tmp_path)
+        with private_mosquitto(fleet.password_file, fleet.acl_file, tmp_path) as mosquitto:
+            yield RunningBroker("mosquitto", mosquitto.port, fleet, mosquitto.pid_file)
         return
     port = free_port()
     embedded = EmbeddedBroker("127.0.0.1", port, fleet.password_file, fleet.acl_file)

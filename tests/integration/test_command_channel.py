@@ -23,7 +23,8 @@ from server.config import Settings
 from server.core.clock import clock
 from server.core.db import Database
 from server.core.shared_state import RedisSharedState
-from server.models import CommandRecord, Kiosk, Partner
+from server.models import CommandRecord
+from tests.integration.rows import add_kiosks
 from tests.services import MOSQUITTO_HOST, require
 
 PORT = 1883
@@ -94,24 +95,7 @@ def rig(db: Database, redis_url: str) -> Iterator[Rig]:
     require("Mosquitto", MOSQUITTO_HOST, PORT)
     u = uuid.uuid4().hex[:10]
     kiosk_id = f"KC{u}"
-    now = clock.now()
-    with db.transaction() as s:
-        partner = Partner(name=f"p-{u}", region="Shenzhen", created_at=now)
-        s.add(partner)
-        s.flush()
-        s.add(
-            Kiosk(
-                id=kiosk_id,
-                name=kiosk_id,
-                partner_id=partner.id,
-                lat=22.54,
-                lon=114.06,
-                address="Futian station",
-                venue_type="1.101",
-                mqtt_password_hash="$7$unused",
-                created_at=now,
-            )
-        )
+    add_kiosks(db, kiosk_id)
 
     namespace = f"t{u}"
     settings = Settings(
