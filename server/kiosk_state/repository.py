@@ -12,9 +12,20 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.models import (
     CommandRecord,
@@ -37,12 +48,32 @@ def _insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
     raise NotImplementedError(f"no conflict-ignoring insert for {dialect}")
 
 
+def _among(
+    session: Session, column: InstrumentedAttribute[Any], values: Collection[Any]
+) -> ColumnElement[bool]:
+    """`column IN values`. On PostgreSQL as `= ANY(:array)`: one parameter, so the statement
+    text is the same whatever the batch size and the server and driver reuse its plan."""
+    ordered = sorted(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, ordered, type_=postgresql.ARRAY(column.type)))
+    return column.in_(ordered)
+
+
+_PG_INSERT_RECEIPTS = text(
+    "INSERT INTO uplink_receipts (kiosk_id, seq, msg_type, kiosk_time, received_at) "
+    "SELECT * FROM unnest(CAST(:kiosk_id AS varchar[]), CAST(:seq AS bigint[]), "
+    "CAST(:msg_type AS integer[]), CAST(:kiosk_time AS timestamptz[]), "
+    "CAST(:received_at AS timestamptz[])) "
+    "ON CONFLICT DO NOTHING RETURNING kiosk_id, seq"
+)
+
+
 def kiosk_slot_counts(session: Session, kiosk_ids: Collection[str]) -> dict[str, int]:
     """Registered kiosks among `kiosk_ids`, with their slot count."""
     if not kiosk_ids:
         return {}
     rows = session.execute(
-        select(Kiosk.id, Kiosk.slot_count).where(Kiosk.id.in_(sorted(kiosk_ids)))
+        select(Kiosk.id, Kiosk.slot_count).where(_among(session, Kiosk.id, kiosk_ids))
     ).all()
     return {kiosk_id: slot_count for kiosk_id, slot_count in rows}
 
@@ -56,7 +87,7 @@ def lock_states(session: Session, kiosk_ids: Collection[str]) -> dict[str, Kiosk
     def load() -> dict[str, KioskState]:
         rows = session.scalars(
             select(KioskState)
-            .where(KioskState.kiosk_id.in_(ids))
+            .where(_among(session, KioskState.kiosk_id, ids))
             .order_by(KioskState.kiosk_id)
             .with_for_update()
             .execution_options(populate_existing=True)
@@ -85,6 +116,12 @@ def insert_receipts(session: Session, rows: Sequence[Mapping[str, Any]]) -> set[
     """
     new: set[tuple[str, int]] = set()
     if not rows:
+        return new
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement of five array parameters, whatever the batch size.
+        columns = ("kiosk_id", "seq", "msg_type", "kiosk_time", "received_at")
+        result = session.execute(_PG_INSERT_RECEIPTS, {c: [r[c] for r in rows] for c in columns})
+        new.update((k, s) for k, s in result.all())
         return new
     table = UplinkReceipt.__table__
     stmt = _insert_ignoring_conflicts(session, table)  # type: ignore[arg-type]
@@ -115,7 +152,7 @@ def load_slots(session: Session, wanted: Mapping[str, int]) -> dict[tuple[str, i
                 Slot.tag,
                 Slot.fault_code,
                 Slot.applied_seq,
-            ).where(Slot.kiosk_id.in_(ids))
+            ).where(_among(session, Slot.kiosk_id, ids))
         ).all()
         return {(k, n): (st, tag, fault, seq) for k, n, st, tag, fault, seq in found}
 
@@ -149,7 +186,7 @@ def commands_by_id(session: Session, cmd_ids: Collection[str]) -> dict[str, Comm
     if not cmd_ids:
         return {}
     rows = session.scalars(
-        select(CommandRecord).where(CommandRecord.id.in_(sorted(cmd_ids))).with_for_update()
+        select(CommandRecord).where(_among(session, CommandRecord.id, cmd_ids)).with_for_update()
     ).all()
     return {c.id: c for c in rows}
 

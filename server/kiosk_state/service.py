@@ -25,6 +25,7 @@ from firmware_protocol.messages import (
     Online,
     Play,
     SlotEvent,
+    SlotState,
     UplinkMessage,
 )
 from server.core.clock import from_ms, to_ms
@@ -117,6 +118,16 @@ class _Slots:
     def view(self, kiosk_id: str, slot_no: int) -> rules.SlotView:
         status, tag, fault, seq = self.rows[(kiosk_id, slot_no)]
         return rules.SlotView(status, tag, fault, max(seq, self.snapshot_seq[kiosk_id]))
+
+    def all_agree(self, kiosk_id: str, snapshot: Sequence[SlotState]) -> bool:
+        """Every slot of the snapshot shows what we believe (the usual heartbeat): then it
+        changes nothing but the kiosk's snapshot_seq, and the per-slot rules can be skipped."""
+        rows = self.rows
+        for slot_no, reported in enumerate(snapshot, start=1):
+            _, tag, fault, _ = rows[(kiosk_id, slot_no)]
+            if fault != reported.fault or tag != rules.tag_hex(reported.tag):
+                return False
+        return True
 
     def store(
         self, kiosk_id: str, slot_no: int, v: rules.SlotView, observed: datetime, now: datetime
@@ -302,7 +313,8 @@ class KioskStateService:
                         state.signal_dbm = m.signal_dbm
                         if m.playlist_version is not None:
                             state.playlist_version = m.playlist_version
-                    for slot_no, reported in enumerate(m.slots, start=1):
+                    agreeing = slots.all_agree(m.kiosk_id, m.slots)
+                    for slot_no, reported in enumerate(() if agreeing else m.slots, start=1):
                         believed = slots.view(m.kiosk_id, slot_no)
                         outcome = rules.apply_snapshot(believed, m.seq, reported)
                         if outcome.slot is None:
