@@ -177,10 +177,10 @@ def _publisher(port: int, creds: Sequence[tuple[str, str]], load: Load, out: mp.
             msg = m.heartbeat(seq, ts) if i % load.hb_every == 0 else m.next_event(seq, ts)
             infos.append(c.publish(topic_for(msg), encode(msg), qos=1))
             sent += 1
-        if load.rate:
-            ahead = sent / load.rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
+            if load.rate:  # evenly spaced, as a fleet's kiosks are, not in bursts
+                ahead = sent / load.rate - (time.monotonic() - started)
+                if ahead > 0.001:
+                    time.sleep(ahead)
     for info in infos:
         info.wait_for_publish(60)
     elapsed = time.monotonic() - started

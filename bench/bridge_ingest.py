@@ -5,7 +5,8 @@
 Phases, all on one private Mosquitto (project passwd/ACL) and one PostgreSQL database:
   A. baseline: a bare paho subscriber that only decodes, the load published flat out;
   B. one bridge (shared subscription, manual acks after commit), the same load flat out;
-  C. one bridge at a paced rate (half of B's), for latency when not saturated;
+  C. one bridge at a paced rate (half of B's), for latency when not saturated, and C' the
+     bare subscriber at that same rate as its latency baseline;
   D. two bridge processes on one shared subscription: split, CPU per 10,000 messages.
 Rates are messages received / (last one handled - first one received). Latency is from the
 kiosk timestamp (set when the publisher sends) to decode (A) or to the commit (B, C).
@@ -23,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+import cbor2
 import paho.mqtt.client as mqtt
 import redis
 from paho.mqtt.enums import CallbackAPIVersion
@@ -102,7 +104,7 @@ def instrumented_bridge(settings: Settings, phase_ref: list[Phase]) -> Bridge:
 
     def timed_ack(item: Incoming) -> None:
         real_ack(item)
-        ts = decode_uplink(item.topic, item.payload).ts_ms
+        ts = cbor2.loads(item.payload)[4]  # the envelope's ts_ms; already validated upstream
         phase_ref[0].seen(ts, item.received_ms / 1000)
 
     connection.ack = timed_ack  # type: ignore[method-assign]
@@ -206,6 +208,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"latency {summary(paced.latencies)}; lost {lost_c}"
             )
             bridge.stop(retire=True)  # phase D's bridges take over the shared subscription
+
+            # C'. the bare subscriber at the same paced rate: the latency baseline
+            bare_paced = Phase(n)
+            client = bare_subscriber(settings, bare_paced)
+            seq += args.per_kiosk
+            run_load(port, creds, Load(args.per_kiosk, seq_start=seq, rate=paced_rate), bare_paced)
+            client.disconnect()
+            client.loop_stop()
+            print(
+                f"C' bare subscriber paced at {paced_rate:,.0f} msg/s: "
+                f"latency {summary(bare_paced.latencies)}; bridge p99 minus bare p99: "
+                f"{percentile(paced.latencies, 99) - percentile(bare_paced.latencies, 99):.0f} ms"
+            )
             per_core = 10_000 / bridge_cpu  # messages per CPU second
             print(
                 f"  one bridge process on one core: about {per_core:,.0f} msg/s, i.e. "
