@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from server.config import Settings, get_settings
 from server.core.db import Database
 from server.core.http import AppServices, install_error_handlers
+from server.kiosk_state.router import router as uplinks_router
 from server.kiosks import service as kiosk_service
 from server.kiosks.router import router as kiosks_router
 from server.partners.router import router as partners_router
@@ -78,4 +79,5 @@ def create_app(
     install_error_handlers(app)
     app.include_router(partners_router)
     app.include_router(kiosks_router)
+    app.include_router(uplinks_router)
     return app

@@ -26,3 +26,10 @@ class Conflict(DomainError):
 class Unavailable(DomainError):
     status_code = 503
     code = "unavailable"
+
+
+class Timeout(DomainError):
+    """A device did not answer in time (the request itself was fine)."""
+
+    status_code = 504
+    code = "timeout"

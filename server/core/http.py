@@ -73,9 +73,9 @@ SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 def require_operator(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> None:
-    """Registration endpoints need `Authorization: Bearer <operator_token>` when settings
-    has a non-empty `operator_token`; without one (embedded demo) they are open."""
-    token: str = getattr(services(request).settings, "operator_token", "") or ""
+    """Operator endpoints need `Authorization: Bearer <operator_token>` when settings has a
+    non-empty `operator_token`; without one (embedded demo) they are open."""
+    token = services(request).settings.operator_token
     if not token:
         return
     given = (authorization or "").removeprefix("Bearer ").strip()

@@ -19,6 +19,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
+    func,
     insert,
     select,
     text,
@@ -264,3 +265,18 @@ def delete_receipts_before(session: Session, cutoff: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def rejected_counts_since(session: Session, since: datetime) -> dict[str, int]:
+    rows = session.execute(
+        select(RejectedUplink.reason, func.count())
+        .where(RejectedUplink.received_at >= since)
+        .group_by(RejectedUplink.reason)
+    ).all()
+    return {reason: int(n) for reason, n in rows}
+
+
+def recent_rejections(session: Session, limit: int) -> Sequence[RejectedUplink]:
+    return session.scalars(
+        select(RejectedUplink).order_by(RejectedUplink.id.desc()).limit(limit)
+    ).all()

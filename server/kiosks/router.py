@@ -7,10 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
+from firmware_protocol.messages import CmdOp
+from server.core.errors import Unavailable
 from server.core.http import SessionDep, require_operator, services
 from server.kiosks import rules, service
 from server.kiosks.repository import KioskFilters
 from server.kiosks.schemas import (
+    CommandIn,
+    CommandOut,
     KioskCreate,
     KioskCreated,
     KioskOut,
@@ -158,3 +162,31 @@ def rotate_password(
     creds = service.rotate_password(session, kiosk_id)
     _credentials_changed(request, tasks)
     return PasswordRotated(kiosk_id=creds.kiosk_id, mqtt_password=creds.password)
+
+
+@router.post(
+    "/{kiosk_id}/commands",
+    dependencies=[Depends(require_operator)],
+    summary="Send a ping or a maintenance unlock to a kiosk and wait for its answer",
+    responses={
+        404: {"description": "no such kiosk"},
+        409: {"description": "the kiosk is offline"},
+        504: {"description": "the kiosk did not answer in time"},
+    },
+)
+def send_command(kiosk_id: KioskId, body: CommandIn, request: Request) -> CommandOut:
+    # Not a SessionDep endpoint: the command channel commits its own record before
+    # publishing (the answer may arrive at another process within milliseconds).
+    svc = services(request)
+    if svc.commands is None:
+        raise Unavailable("no MQTT command channel in this process")
+    result = service.command(
+        svc.db, svc.commands, kiosk_id, CmdOp(body.op), body.slot, timeout_s=body.timeout_s
+    )
+    return CommandOut(
+        command_id=result.cmd_id,
+        kiosk_id=kiosk_id,
+        status=result.status.value,
+        slot=result.slot,
+        tag=None if result.tag is None else result.tag.hex().upper(),
+    )

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from server.kiosks import rules
 from server.kiosks.repository import KioskRow
@@ -155,3 +155,27 @@ class NearbyOut(BaseModel):
 class PasswordRotated(BaseModel):
     kiosk_id: str
     mqtt_password: str
+
+
+class CommandIn(BaseModel):
+    """An operator's command to one kiosk (maintenance; riders' unlocks go through rentals)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["ping", "unlock"]
+    slot: int | None = Field(default=None, ge=1, le=rules.MAX_SLOT_COUNT)
+    timeout_s: float = Field(default=10.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _unlock_names_a_slot(self) -> CommandIn:
+        if self.op == "unlock" and self.slot is None:
+            raise ValueError("slot: an unlock needs the slot number")
+        return self
+
+
+class CommandOut(BaseModel):
+    command_id: str
+    kiosk_id: str
+    status: str = Field(description="The kiosk's answer: ok, taken, not_taken, jammed, empty, ...")
+    slot: int | None = None
+    tag: str | None = Field(default=None, description="RFID tag, uppercase hex")

@@ -12,11 +12,14 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
+from firmware_protocol.messages import CmdOp, CmdResult
+from server.bridge.commands import CommandChannel
 from server.broker.credentials import atomic_write, generate_password, hash_password
 from server.broker.mosquitto import BrokerFiles, reload_mosquitto, write_mosquitto_files
 from server.config import Settings
 from server.core.clock import clock
-from server.core.errors import Conflict, DomainError, NotFound
+from server.core.db import Database
+from server.core.errors import Conflict, DomainError, NotFound, Timeout
 from server.kiosks import repository as repo
 from server.kiosks import rules
 from server.kiosks.repository import KioskFilters, KioskRow
@@ -317,3 +320,35 @@ def nearby(
     found = [k for k in found if k.distance_m <= radius_m]
     found.sort(key=lambda k: (k.distance_m, k.row.kiosk.id))
     return found[:limit]
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def command(
+    db: Database,
+    channel: CommandChannel,
+    kiosk_id: str,
+    op: CmdOp,
+    slot: int | None,
+    *,
+    timeout_s: float,
+) -> CmdResult:
+    """Send a command and wait for the kiosk's answer (the channel commits its own record).
+
+    An offline kiosk is refused at once with a clear reason rather than left to time out.
+    """
+    with db.transaction() as session:
+        row = get_kiosk(session, kiosk_id).row
+        if slot is not None and slot > row.kiosk.slot_count:
+            raise InvalidKiosk(
+                f"kiosk {kiosk_id} has {row.kiosk.slot_count} slots, not {slot}",
+                kiosk_id=kiosk_id,
+            )
+        online = row.online
+    if not online:
+        raise Conflict(f"kiosk {kiosk_id} is offline", kiosk_id=kiosk_id)
+    result = channel.send(kiosk_id, op, slot, timeout_s=timeout_s)
+    if result is None:
+        raise Timeout(f"kiosk {kiosk_id} did not answer within {timeout_s:g} s", kiosk_id=kiosk_id)
+    return result

@@ -406,10 +406,8 @@ def test_broker_sync_runs_after_registration_commits(db: Database, settings: Set
 def test_registration_needs_the_operator_token_when_one_is_configured(
     db: Database, tmp_path: Path
 ) -> None:
-    class WithToken(Settings):
-        operator_token: str = "s3cret"
-
-    with TestClient(create_app(WithToken(data_dir=tmp_path), db=db)) as c:
+    settings = Settings(data_dir=tmp_path, operator_token="s3cret")
+    with TestClient(create_app(settings, db=db)) as c:
         denied = c.post("/api/v1/partners", json={"name": "P", "region": "R"})
         allowed = c.post(
             "/api/v1/partners",
@@ -417,7 +415,13 @@ def test_registration_needs_the_operator_token_when_one_is_configured(
             headers={"Authorization": "Bearer s3cret"},
         )
         listing = c.get("/api/v1/partners")
+        operator_only = [
+            c.post("/api/v1/kiosks/K000001/commands", json={"op": "ping"}),
+            c.get("/api/v1/uplinks/stats"),
+            c.post("/api/v1/kiosks/K000001/password"),
+        ]
 
+    assert [r.status_code for r in operator_only] == [401, 401, 401]
     assert denied.status_code == 401
     assert denied.json()["error"] == "unauthorized"
     assert allowed.status_code == 201
