@@ -1,7 +1,9 @@
 """Decoded uplinks → domain, in batches, acknowledged only after commit.
 
-One worker thread per bridge process takes up to `batch_max` messages (lingering a few ms
-to let a burst gather), and for each batch:
+One worker thread per bridge process takes what is queued, up to `batch_max` messages, and
+for each batch (no lingering by default: while one batch is applied the next one gathers,
+so batches grow with the load and a lone message is not held back; measured in
+bench/bridge_ingest, a 5 ms linger doubled the median latency at half load):
 
 1. decodes every payload; a bad one is counted under `rejected.<reason>`, logged and
    recorded (never raises);
@@ -106,7 +108,7 @@ class Dispatcher:
         inbox: queue.Queue[Incoming] | None = None,
         service: KioskStateService | None = None,
         batch_max: int = 500,
-        linger_s: float = 0.005,
+        linger_s: float = 0.0,
         dedup_ttl_s: int = 7 * 24 * 3600,
         result_ttl_s: int = RESULT_TTL_S,
         counter_prefix: str = "bridge.",
