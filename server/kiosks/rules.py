@@ -11,6 +11,8 @@ from firmware_protocol.topics import KIOSK_ID_RE
 #: Same as firmware_protocol.topics.KIOSK_ID_RE, spelled for pydantic's (Rust) regex engine,
 #: where `$` already means the very end of the string.
 KIOSK_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+#: A kiosk clock further off than this is flagged (firmware_protocol SPEC §8).
+CLOCK_OFF_MS = 120_000
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 #: SPEC §1: a kiosk has 22 slots.
 DEFAULT_SLOT_COUNT = 22

@@ -120,11 +120,19 @@ class KioskOut(KioskSummary):
     firmware: str | None
     signal_dbm: int | None
     online_changed_at: datetime | None
+    clock_skew_ms: int | None = Field(
+        description="Receive time minus the kiosk's clock, estimated from its messages"
+    )
+    clock_off: bool = Field(
+        description=f"The kiosk's clock is off by more than {rules.CLOCK_OFF_MS // 1000} s "
+        "(firmware_protocol SPEC §8)"
+    )
     slots: list[SlotOut]
 
     @classmethod
     def from_detail(cls, d: KioskDetail) -> KioskOut:
         base = KioskSummary.from_row(d.row).model_dump()
+        skew = d.state.clock_skew_ms if d.state else None
         return cls(
             **base,
             timezone=d.row.kiosk.timezone,
@@ -132,6 +140,8 @@ class KioskOut(KioskSummary):
             firmware=d.state.firmware if d.state else None,
             signal_dbm=d.state.signal_dbm if d.state else None,
             online_changed_at=d.state.online_changed_at if d.state else None,
+            clock_skew_ms=skew,
+            clock_off=skew is not None and abs(skew) > rules.CLOCK_OFF_MS,
             slots=[SlotOut.model_validate(s) for s in d.slots],
         )
 

@@ -164,9 +164,8 @@ def test_uplinks_sent_while_the_bridge_restarts_are_applied_by_the_restarted_bri
                 )
             )
         assert kinds == ["in", "out"], (
-            f"BUG: slot events the broker acknowledged while the bridge restarted were lost "
-            f"(recorded: {kinds}); Bridge.stop() leaves the subscription before disconnecting, "
-            "so its persistent session no longer queues uplinks (server/bridge/runner.py)"
+            f"slot events the broker acknowledged while the bridge restarted were lost "
+            f"(recorded: {kinds}): the bridge's persistent session must keep its subscription"
         )
 
     eventually(events_recorded, timeout_s=10)
