@@ -22,6 +22,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # pysqlite emits BEGIN only before DML, so a SAVEPOINT opened first would run
+            # outside any transaction and its RELEASE would commit. SQLAlchemy's documented
+            # recipe: let the driver emit nothing, and BEGIN ourselves (below).
+            dbapi_conn.isolation_level = None
             # WAL lets the API read while the bridge writes; foreign keys are off by default.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -29,6 +33,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     if url.startswith("postgresql://"):
