@@ -11,16 +11,28 @@ from server.models.kiosk import (
     SlotEventRecord,
     SlotStatus,
 )
+from server.models.ledger import (
+    AccountType,
+    EntryKind,
+    JournalEntry,
+    LedgerAccount,
+    Posting,
+)
 from server.models.partner import Partner
 from server.models.uplink import RejectedUplink, UplinkReceipt
 
 __all__ = [
+    "AccountType",
     "Base",
     "CommandRecord",
+    "EntryKind",
+    "JournalEntry",
     "Kiosk",
     "KioskFault",
     "KioskState",
+    "LedgerAccount",
     "Partner",
+    "Posting",
     "RejectedUplink",
     "Slot",
     "SlotDisagreement",

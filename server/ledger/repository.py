@@ -1,0 +1,227 @@
+"""Every ledger query. Balances and invariants are computed in SQL (GROUP BY), never by
+loading postings into Python."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, case, func, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, selectinload
+
+from server.core.money import Fen
+from server.ledger.rules import (
+    REVENUE_FORFEITED_DEPOSITS,
+    WECHAT_DEPOSITS_HELD,
+    DepositTotals,
+    PostingLine,
+)
+from server.models.ledger import AccountType, EntryKind, JournalEntry, LedgerAccount, Posting
+
+#: How many offending rows each invariant reports; the count is always exact.
+REPORT_LIMIT = 20
+
+
+def ensure_accounts(
+    session: Session, accounts: Mapping[str, AccountType], *, rider_id: str, now: datetime
+) -> None:
+    """Create the accounts that do not exist yet. ON CONFLICT DO NOTHING, so two
+    transactions opening the same rider's account at once both succeed."""
+    rows = [
+        {
+            "code": code,
+            "type": account_type,
+            "rider_id": rider_id if account_type is AccountType.LIABILITY else None,
+            "created_at": now,
+        }
+        for code, account_type in accounts.items()
+    ]
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(LedgerAccount).values(rows).on_conflict_do_nothing())
+
+
+def lock_account(session: Session, code: str) -> None:
+    """Serialize the movements of one account (PostgreSQL; SQLite has one writer anyway).
+    FOR NO KEY UPDATE, so the foreign-key checks of concurrent postings are not blocked."""
+    session.execute(
+        select(LedgerAccount.code).where(LedgerAccount.code == code).with_for_update(key_share=True)
+    )
+
+
+def find_entry(session: Session, idempotency_key: str) -> JournalEntry | None:
+    return session.scalars(
+        select(JournalEntry)
+        .where(JournalEntry.idempotency_key == idempotency_key)
+        .options(selectinload(JournalEntry.postings))
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def add_entry(
+    session: Session,
+    *,
+    kind: EntryKind,
+    rider_id: str,
+    amount: Fen,
+    idempotency_key: str,
+    reference: str,
+    lines: tuple[PostingLine, ...],
+    now: datetime,
+) -> JournalEntry:
+    entry = JournalEntry(
+        kind=kind,
+        idempotency_key=idempotency_key,
+        rider_id=rider_id,
+        amount_fen=amount,
+        reference=reference,
+        created_at=now,
+        postings=[Posting(account_code=line.account, amount_fen=line.amount) for line in lines],
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def entries_for_rider(session: Session, rider_id: str) -> list[JournalEntry]:
+    return list(
+        session.scalars(
+            select(JournalEntry)
+            .where(JournalEntry.rider_id == rider_id)
+            .options(selectinload(JournalEntry.postings))
+            .order_by(JournalEntry.id)
+        )
+    )
+
+
+def balance(session: Session, code: str) -> Fen:
+    """SUM of the account's postings: debit positive, credit negative."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(Posting.amount_fen), 0)).where(Posting.account_code == code)
+    )
+    return Fen(int(total or 0))
+
+
+def net_forfeited(session: Session, account_code: str) -> Fen:
+    """What was forfeited from one rider account, net of reversals (a forfeiture debits the
+    rider account, a reversal credits it back)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(Posting.amount_fen), 0))
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .where(
+            Posting.account_code == account_code,
+            JournalEntry.kind.in_((EntryKind.DEPOSIT_FORFEITED, EntryKind.FORFEITURE_REVERSED)),
+        )
+    )
+    return Fen(int(total or 0))
+
+
+@dataclass(frozen=True)
+class Offenders:
+    count: int
+    sample: list[tuple[str, int]]  # (entry id or account code, fen)
+
+
+def unbalanced_entries(session: Session) -> Offenders:
+    """Entries whose postings do not sum to zero, or that have fewer than two postings."""
+    total = func.coalesce(func.sum(Posting.amount_fen), 0)
+    bad = (
+        select(JournalEntry.id.label("id"), total.label("total"))
+        .outerjoin(Posting, Posting.entry_id == JournalEntry.id)
+        .group_by(JournalEntry.id)
+        .having((total != 0) | (func.count(Posting.id) < 2))
+    )
+    return _offenders(session, bad)
+
+
+def riders_owed_less_than_zero(session: Session) -> Offenders:
+    """Rider deposit accounts with a debit balance (we would owe the rider a negative sum)."""
+    total = func.sum(Posting.amount_fen)
+    bad = (
+        select(Posting.account_code.label("id"), total.label("total"))
+        .join(LedgerAccount, LedgerAccount.code == Posting.account_code)
+        .where(LedgerAccount.type == AccountType.LIABILITY)
+        .group_by(Posting.account_code)
+        .having(total > 0)
+    )
+    return _offenders(session, bad)
+
+
+def riders_reversed_more_than_forfeited(session: Session) -> Offenders:
+    total = func.sum(Posting.amount_fen)
+    bad = (
+        select(Posting.account_code.label("id"), total.label("total"))
+        .join(LedgerAccount, LedgerAccount.code == Posting.account_code)
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .where(
+            LedgerAccount.type == AccountType.LIABILITY,
+            JournalEntry.kind.in_((EntryKind.DEPOSIT_FORFEITED, EntryKind.FORFEITURE_REVERSED)),
+        )
+        .group_by(Posting.account_code)
+        .having(total < 0)
+    )
+    return _offenders(session, bad)
+
+
+def _offenders(session: Session, bad: Select[Any, Any]) -> Offenders:
+    sub = bad.subquery()
+    count = session.scalar(select(func.count()).select_from(sub)) or 0
+    sample = [
+        (str(row.id), int(row.total))
+        for row in session.execute(select(sub).order_by(sub.c.id).limit(REPORT_LIMIT))
+    ]
+    return Offenders(count=int(count), sample=sample)
+
+
+def deposit_totals(session: Session) -> DepositTotals:
+    """The terms of invariant 3 in two aggregate queries (rules module docstring)."""
+    received, refunded = session.execute(
+        select(
+            func.coalesce(
+                func.sum(
+                    case((JournalEntry.kind == EntryKind.DEPOSIT_RECEIVED, JournalEntry.amount_fen))
+                ),
+                0,
+            ),
+            func.coalesce(
+                func.sum(
+                    case((JournalEntry.kind == EntryKind.DEPOSIT_REFUNDED, JournalEntry.amount_fen))
+                ),
+                0,
+            ),
+        )
+    ).one()
+    zero = literal(0)
+    riders, revenue, wechat = session.execute(
+        select(
+            func.coalesce(
+                func.sum(case((LedgerAccount.type == AccountType.LIABILITY, Posting.amount_fen))),
+                zero,
+            ),
+            func.coalesce(
+                func.sum(
+                    case(
+                        (
+                            Posting.account_code == REVENUE_FORFEITED_DEPOSITS,
+                            Posting.amount_fen,
+                        )
+                    )
+                ),
+                zero,
+            ),
+            func.coalesce(
+                func.sum(case((Posting.account_code == WECHAT_DEPOSITS_HELD, Posting.amount_fen))),
+                zero,
+            ),
+        ).join(LedgerAccount, LedgerAccount.code == Posting.account_code)
+    ).one()
+    return DepositTotals(
+        received=Fen(int(received)),
+        held=Fen(-int(riders)),
+        refunded=Fen(int(refunded)),
+        forfeited=Fen(-int(revenue)),
+        wechat_deposits_held=Fen(int(wechat)),
+    )

@@ -1,0 +1,152 @@
+"""Ledger use cases. Services flush, never commit: the caller's entry point owns the
+transaction (CONVENTIONS: Transactions belong to the edge), so a rental, its payment and
+their ledger entry commit or roll back together."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.core.clock import clock
+from server.core.money import Fen
+from server.ledger import repository, rules
+from server.ledger.rules import DepositTotals, IdempotencyKeyReused
+from server.models.ledger import EntryKind, JournalEntry
+
+MAX_KEY_LENGTH = 128
+
+
+def post(
+    session: Session,
+    kind: EntryKind | str,
+    *,
+    rider_id: str,
+    amount: Fen,
+    idempotency_key: str,
+    reference: str,
+) -> JournalEntry:
+    """Record one money movement and return its entry (postings loaded).
+
+    Idempotent (SPEC §3): a key already posted returns the existing entry and moves nothing;
+    the same key for a different movement raises `IdempotencyKeyReused`. Refuses, writing
+    nothing, a refund or forfeiture above the rider's held deposit (`InsufficientDeposit`),
+    a reversal above what was forfeited (`NothingToReverse`), and an amount that is not a
+    positive integer of fen (`InvalidAmount`).
+    """
+    kind = EntryKind(kind)
+    fen = rules.require_amount(amount)
+    account = rules.rider_account(rider_id)
+    _require_text("idempotency_key", idempotency_key)
+    _require_text("reference", reference)
+    now = clock.now()
+
+    # Flush the caller's pending work first, so an IntegrityError inside the savepoint
+    # below can only be ours.
+    session.flush()
+    try:
+        # One savepoint around the whole movement: a refusal (DomainError) or a lost race
+        # on the UNIQUE key rolls back only what this call wrote, accounts included, and
+        # leaves the caller's transaction usable.
+        with session.begin_nested():
+            repository.ensure_accounts(
+                session,
+                {**rules.PLATFORM_ACCOUNTS, account: rules.account_type(account)},
+                rider_id=rider_id,
+                now=now,
+            )
+            # One rider's movements are serialized: the balance read below stays true until
+            # commit, and a concurrent post of the same key waits here, then finds the
+            # committed entry.
+            repository.lock_account(session, account)
+            existing = repository.find_entry(session, idempotency_key)
+            if existing is not None:
+                return _same_movement(existing, kind, rider_id, fen, reference)
+            owed = Fen(-repository.balance(session, account))
+            forfeited = repository.net_forfeited(session, account)
+            lines = rules.postings_for(
+                kind, rider_id=rider_id, amount=fen, owed=owed, forfeited=forfeited
+            )
+            return repository.add_entry(
+                session,
+                kind=kind,
+                rider_id=rider_id,
+                amount=fen,
+                idempotency_key=idempotency_key,
+                reference=reference,
+                lines=lines,
+                now=now,
+            )
+    except IntegrityError:
+        # The UNIQUE key is the real guard (the row lock does not exist on SQLite, and a
+        # caller may already hold an entry for this key in another session).
+        existing = repository.find_entry(session, idempotency_key)
+        if existing is None:
+            raise
+        return _same_movement(existing, kind, rider_id, fen, reference)
+
+
+def _same_movement(
+    entry: JournalEntry, kind: EntryKind, rider_id: str, amount: Fen, reference: str
+) -> JournalEntry:
+    if (entry.kind, entry.rider_id, entry.amount_fen, entry.reference) != (
+        kind,
+        rider_id,
+        amount,
+        reference,
+    ):
+        raise IdempotencyKeyReused(
+            f"idempotency key {entry.idempotency_key!r} was used for another movement",
+            idempotency_key=entry.idempotency_key,
+            entry_id=entry.id,
+        )
+    return entry
+
+
+def _require_text(name: str, value: str) -> None:
+    if not value or len(value) > MAX_KEY_LENGTH:
+        raise ValueError(f"{name} must be 1..{MAX_KEY_LENGTH} characters, got {value!r}")
+
+
+def balance(session: Session, account: str) -> Fen:
+    """Signed balance, debit positive: assets positive, liabilities and revenue negative."""
+    return repository.balance(session, account)
+
+
+def rider_deposit(session: Session, rider_id: str) -> Fen:
+    """The deposit we owe (hold for) the rider, positive."""
+    return Fen(-repository.balance(session, rules.rider_account(rider_id)))
+
+
+def rider_forfeited(session: Session, rider_id: str) -> Fen:
+    """What was forfeited from the rider, net of reversals."""
+    return repository.net_forfeited(session, rules.rider_account(rider_id))
+
+
+def entries_for_rider(session: Session, rider_id: str) -> list[JournalEntry]:
+    return repository.entries_for_rider(session, rider_id)
+
+
+def deposit_totals(session: Session) -> DepositTotals:
+    return repository.deposit_totals(session)
+
+
+def check_invariants(session: Session) -> list[str]:
+    """Every ledger invariant (rules module docstring), computed in SQL; [] when all hold."""
+    session.flush()
+    problems: list[str] = []
+    for label, offenders in (
+        ("entries that do not balance (entry id, sum fen)", repository.unbalanced_entries),
+        (
+            "riders owed less than zero (account, balance fen)",
+            repository.riders_owed_less_than_zero,
+        ),
+        (
+            "riders with more reversed than forfeited (account, net fen)",
+            repository.riders_reversed_more_than_forfeited,
+        ),
+    ):
+        found = offenders(session)
+        if found.count:
+            problems.append(f"{found.count} {label}: {found.sample}")
+    problems.extend(repository.deposit_totals(session).violations())
+    return problems
