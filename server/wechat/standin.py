@@ -1,0 +1,884 @@
+"""A local WeChat: the parts of the mini-program server API and WeChat Pay API v3 we use.
+
+WeChat cannot be reached from tests, CI or the embedded demo, so this process plays it
+over real HTTP, speaking the documented protocol: it checks the merchant's `Authorization`
+signature, signs every answer with its own platform key, and sends notifications signed and
+AEAD_AES_256_GCM-encrypted with the APIv3 key, retrying until the merchant answers 200/204
+(WeChat's schedule is 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h; tests pass a
+schedule in milliseconds).
+
+What it does not do: the real risk checks, https-only notify URLs (a local receiver is plain
+http), bills, profit sharing, and the platform-certificate download endpoint (the client is
+configured with the platform public key and serial, as with WeChat's 微信支付公钥 mode).
+
+Test hooks, in-process and over HTTP under `/_standin/`: `issue_login_code`, `pay`,
+`complete_refund`, `fail_next`, `fail_next_code2session`, and `notifications` (every
+notification sent, with its raw body and last headers, to replay, tamper with or forge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import re
+import secrets
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server.core.clock import clock
+from server.payments import signing
+from server.payments.wechatpay import WeChatPayConfig
+
+# WeChat Pay's documented notification retry schedule (回调通知, 通知频率), in seconds.
+WECHAT_RETRY_SCHEDULE_S: tuple[float, ...] = (
+    15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
+)  # fmt: skip
+
+_CHINA = timezone(timedelta(hours=8))
+# Codes the simulator can make up without asking the stand-in: `wxcode.<user>.<anything>`;
+# the openid depends on <user> only, so the same simulated rider logs in as the same openid.
+LOGIN_CODE_PATTERN = re.compile(r"^wxcode\.(?P<user>[A-Za-z0-9_-]{1,64})\.[A-Za-z0-9_-]{1,64}$")
+
+
+def make_login_code(user: str) -> str:
+    return f"wxcode.{user}.{secrets.token_hex(6)}"
+
+
+def openid_for(appid: str, user: str) -> str:
+    """A stable, openid-shaped (28 characters, starting with "o") id per appid and user."""
+    digest = hashlib.sha256(f"{appid}:{user}".encode()).digest()
+    return "o" + base64.urlsafe_b64encode(digest).decode()[:27]
+
+
+def _rfc3339(dt: datetime) -> str:
+    return dt.astimezone(_CHINA).isoformat(timespec="seconds")
+
+
+@dataclass
+class Order:
+    appid: str
+    mchid: str
+    out_trade_no: str
+    description: str
+    notify_url: str
+    total: int
+    currency: str
+    openid: str
+    prepay_id: str
+    attach: str | None
+    state: str = "NOTPAY"
+    transaction_id: str | None = None
+    success_time: str | None = None
+    refunded: int = 0
+
+    def view(self) -> dict[str, Any]:
+        """The 查询订单 answer."""
+        out: dict[str, Any] = {
+            "appid": self.appid,
+            "mchid": self.mchid,
+            "out_trade_no": self.out_trade_no,
+            "trade_type": "JSAPI",
+            "trade_state": self.state,
+            "trade_state_desc": _TRADE_STATE_DESC[self.state],
+            "payer": {"openid": self.openid},
+            "amount": {"total": self.total, "currency": self.currency},
+        }
+        if self.attach is not None:
+            out["attach"] = self.attach
+        if self.transaction_id is not None:
+            out["transaction_id"] = self.transaction_id
+            out["bank_type"] = "OTHERS"
+            out["success_time"] = self.success_time
+            out["amount"].update(payer_total=self.total, payer_currency=self.currency)
+        return out
+
+
+_TRADE_STATE_DESC = {
+    "NOTPAY": "未支付",
+    "SUCCESS": "支付成功",
+    "REFUND": "转入退款",
+    "CLOSED": "已关闭",
+}
+
+
+@dataclass
+class Refund:
+    out_refund_no: str
+    refund_id: str
+    out_trade_no: str
+    transaction_id: str
+    refund: int
+    total: int
+    notify_url: str | None
+    create_time: str
+    status: str = "PROCESSING"
+    success_time: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "refund_id": self.refund_id,
+            "out_refund_no": self.out_refund_no,
+            "transaction_id": self.transaction_id,
+            "out_trade_no": self.out_trade_no,
+            "channel": "ORIGINAL",
+            "user_received_account": "支付用户零钱",
+            "create_time": self.create_time,
+            "status": self.status,
+            "funds_account": "AVAILABLE",
+            "amount": {
+                "total": self.total,
+                "refund": self.refund,
+                "payer_total": self.total,
+                "payer_refund": self.refund,
+                "settlement_refund": self.refund,
+                "settlement_total": self.total,
+                "discount_refund": 0,
+                "currency": "CNY",
+            },
+        }
+        if self.success_time is not None:
+            out["success_time"] = self.success_time
+        return out
+
+
+@dataclass
+class SentNotification:
+    """One notification as WeChat sent it: replay `body` with `headers` to send it again."""
+
+    url: str
+    event_type: str
+    body: str
+    resource: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    attempts: list[int | str] = field(default_factory=list)  # HTTP status or error name
+    acknowledged: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def wait_acknowledged(self, timeout: float = 5.0) -> bool:
+        return self.acknowledged.wait(timeout)
+
+
+class StandInError(Exception):
+    """A test asked the stand-in for something WeChat would refuse (unknown order, ...)."""
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class WeChatStandIn:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        mchid: str = "1900000109",
+        appid: str = "wxd678efh567hg6787",
+        secret: str | None = None,
+        apiv3_key: bytes | None = None,
+        merchant_private_key: rsa.RSAPrivateKey | None = None,
+        merchant_public_key: rsa.RSAPublicKey | None = None,
+        merchant_serial: str | None = None,
+        platform_private_key: rsa.RSAPrivateKey | None = None,
+        platform_serial: str | None = None,
+        retry_schedule_s: Sequence[float] = WECHAT_RETRY_SCHEDULE_S,
+        notify_timeout_s: float = 5.0,
+        auto_complete_refunds: bool = True,
+    ) -> None:
+        self.host, self._port = host, port
+        self.mchid, self.appid = mchid, appid
+        self.secret = secret or secrets.token_hex(16)
+        self.apiv3_key = signing.apiv3_key_bytes(apiv3_key or secrets.token_hex(16).encode())
+        # The merchant's private key stays with the merchant; the stand-in only needs the
+        # public half. When it generates the pair (tests, demo) it keeps both to hand out.
+        if merchant_public_key is None:
+            merchant_private_key = merchant_private_key or signing.generate_private_key()
+            merchant_public_key = merchant_private_key.public_key()
+        self.merchant_private_key = merchant_private_key
+        self.merchant_public_key = merchant_public_key
+        self.merchant_serial = merchant_serial or signing.generate_serial()
+        self.platform_private_key = platform_private_key or signing.generate_private_key()
+        self.platform_public_key = self.platform_private_key.public_key()
+        self.platform_serial = platform_serial or signing.generate_serial()
+        self.retry_schedule_s = tuple(retry_schedule_s)
+        self.notify_timeout_s = notify_timeout_s
+        self.auto_complete_refunds = auto_complete_refunds
+
+        self.orders: dict[str, Order] = {}
+        self.refunds: dict[str, Refund] = {}
+        self.notifications: list[SentNotification] = []
+        self.sessions: dict[str, str] = {}  # openid -> last session_key
+        self.requests_seen: list[tuple[str, str, int]] = []  # (method, path, status)
+        self._issued_codes: dict[str, str] = {}
+        self._used_codes: set[str] = set()
+        self._forced_failures: dict[str, list[tuple[int, str, str]]] = {}
+        self._forced_errcodes: list[int] = []
+        self._lock = threading.RLock()
+        self._seq = itertools.count(1)
+        self._stopping = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self.app = self._build_app()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._socket is None:
+            raise RuntimeError("stand-in not started")
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _bind(self) -> tuple[uvicorn.Server, socket.socket]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._port))
+        self._socket = sock
+        config = uvicorn.Config(
+            self.app, log_level="warning", lifespan="off", ws="none", access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        return self._server, sock
+
+    def start(self, timeout_s: float = 10.0) -> WeChatStandIn:
+        server, sock = self._bind()
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="wechat-standin", daemon=True
+        )
+        self._thread.start()
+        deadline = threading.Event()
+        for _ in range(int(timeout_s / 0.01)):
+            if server.started:
+                return self
+            deadline.wait(0.01)
+        raise RuntimeError("WeChat stand-in did not start")
+
+    def serve(
+        self,
+        credentials_out: Path | None = None,
+        announce: Callable[[str], None] | None = None,
+    ) -> None:
+        """Run in the calling thread until SIGINT/SIGTERM (for a CLI command); with
+        `credentials_out`, first write what a separate server process needs there."""
+        server, sock = self._bind()
+        if credentials_out is not None:
+            self.write_credentials(credentials_out)
+        if announce is not None:
+            announce(self.url)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run(sockets=[sock])
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        for worker in list(self._workers):
+            worker.join(timeout=self.notify_timeout_s + 1)
+        if self._socket is not None:
+            self._socket.close()
+
+    def __enter__(self) -> WeChatStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def pay_config(self, timeout_s: float = 10.0) -> WeChatPayConfig:
+        """A client configuration that talks to this stand-in as its merchant."""
+        if self.merchant_private_key is None:
+            raise StandInError("the merchant private key was not given to the stand-in")
+        return WeChatPayConfig(
+            mchid=self.mchid,
+            appid=self.appid,
+            merchant_serial=self.merchant_serial,
+            merchant_private_key=self.merchant_private_key,
+            apiv3_key=self.apiv3_key,
+            platform_public_keys={self.platform_serial: self.platform_public_key},
+            base_url=self.url,
+            timeout_s=timeout_s,
+        )
+
+    def write_credentials(self, directory: Path) -> Path:
+        """Keys and ids a separate server process needs to talk to this stand-in."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.merchant_private_key is not None:
+            (directory / "merchant_private_key.pem").write_text(
+                signing.private_key_pem(self.merchant_private_key)
+            )
+        (directory / "platform_public_key.pem").write_text(
+            signing.public_key_pem(self.platform_public_key)
+        )
+        facts = {
+            "mchid": self.mchid,
+            "appid": self.appid,
+            "secret": self.secret,
+            "apiv3_key": self.apiv3_key.decode(),
+            "merchant_serial": self.merchant_serial,
+            "platform_serial": self.platform_serial,
+            "url": self.url if self._socket is not None else None,
+        }
+        path = directory / "standin.json"
+        path.write_text(json.dumps(facts, indent=2))
+        return path
+
+    # -- test hooks -----------------------------------------------------------------------
+
+    def issue_login_code(self, openid: str | None = None) -> str:
+        """A one-time `wx.login` code that code2session exchanges for `openid`."""
+        code = "0" + secrets.token_hex(15)
+        with self._lock:
+            self._issued_codes[code] = openid or openid_for(self.appid, secrets.token_hex(8))
+        return code
+
+    def fail_next_code2session(self, *errcodes: int) -> None:
+        """The next code2session calls answer these errcodes (45011, -1, ...), in order."""
+        with self._lock:
+            self._forced_errcodes.extend(errcodes)
+
+    def fail_next(
+        self,
+        operation: str,
+        n: int = 1,
+        *,
+        status: int = 500,
+        code: str = "SYSTEM_ERROR",
+        message: str = "系统错误",
+    ) -> None:
+        """The next `n` calls of `operation` ("prepay", "query_order", "refund",
+        "query_refund", "close_order") fail before changing anything."""
+        with self._lock:
+            self._forced_failures.setdefault(operation, []).extend([(status, code, message)] * n)
+
+    def fail_next_refunds(self, n: int = 1) -> None:
+        self.fail_next("refund", n)
+
+    def find_order(self, ref: str) -> Order:
+        with self._lock:
+            if ref in self.orders:
+                return self.orders[ref]
+            for order in self.orders.values():
+                if order.prepay_id == ref:
+                    return order
+        raise StandInError(f"no order with out_trade_no or prepay_id {ref!r}")
+
+    def pay(self, ref: str) -> Order:
+        """The rider pays (by prepay_id or out_trade_no): WeChat notifies the merchant."""
+        with self._lock:
+            order = self.find_order(ref)
+            if order.state != "NOTPAY":
+                raise StandInError(f"order {order.out_trade_no} is {order.state}")
+            order.state = "SUCCESS"
+            order.transaction_id = f"4200{next(self._seq):06d}{secrets.randbelow(10**18):018d}"
+            order.success_time = _rfc3339(clock.now())
+            resource = order.view()
+        self.notify(order.notify_url, "TRANSACTION.SUCCESS", "支付成功", "transaction", resource)
+        return order
+
+    def complete_refund(self, out_refund_no: str) -> Refund:
+        with self._lock:
+            refund = self.refunds.get(out_refund_no)
+            if refund is None:
+                raise StandInError(f"no refund {out_refund_no!r}")
+            if refund.status != "PROCESSING":
+                return refund
+            refund.status = "SUCCESS"
+            refund.success_time = _rfc3339(clock.now())
+            resource = {
+                "mchid": self.mchid,
+                "out_trade_no": refund.out_trade_no,
+                "transaction_id": refund.transaction_id,
+                "out_refund_no": refund.out_refund_no,
+                "refund_id": refund.refund_id,
+                "refund_status": "SUCCESS",
+                "success_time": refund.success_time,
+                "user_received_account": "支付用户零钱",
+                "amount": {
+                    "total": refund.total,
+                    "refund": refund.refund,
+                    "payer_total": refund.total,
+                    "payer_refund": refund.refund,
+                },
+            }
+        if refund.notify_url:
+            self.notify(refund.notify_url, "REFUND.SUCCESS", "退款成功", "refund", resource)
+        return refund
+
+    def build_notification(
+        self, event_type: str, summary: str, original_type: str, resource: dict[str, Any]
+    ) -> str:
+        """The JSON body of a notification, resource encrypted with the APIv3 key."""
+        nonce = signing.nonce_str(12)
+        plaintext = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
+        envelope = {
+            "id": str(uuid.uuid4()),
+            "create_time": _rfc3339(clock.now()),
+            "resource_type": "encrypt-resource",
+            "event_type": event_type,
+            "summary": summary,
+            "resource": {
+                "original_type": original_type,
+                "algorithm": signing.AEAD_ALGORITHM,
+                "ciphertext": signing.aead_encrypt(self.apiv3_key, nonce, original_type, plaintext),
+                "associated_data": original_type,
+                "nonce": nonce,
+            },
+        }
+        return json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
+
+    def sign_headers(
+        self,
+        body: str,
+        *,
+        timestamp: int | None = None,
+        nonce: str | None = None,
+        private_key: rsa.RSAPrivateKey | None = None,
+        serial: str | None = None,
+    ) -> dict[str, str]:
+        """Wechatpay-* headers for `body`; override a part to forge or age a message."""
+        ts = str(timestamp if timestamp is not None else int(clock.now().timestamp()))
+        nonce = nonce or signing.nonce_str()
+        key = private_key or self.platform_private_key
+        return {
+            "Wechatpay-Timestamp": ts,
+            "Wechatpay-Nonce": nonce,
+            "Wechatpay-Signature": signing.rsa_sign(key, signing.response_message(ts, nonce, body)),
+            "Wechatpay-Serial": serial or self.platform_serial,
+            "Wechatpay-Signature-Type": signing.SCHEMA,
+        }
+
+    def notify(
+        self,
+        url: str,
+        event_type: str,
+        summary: str,
+        original_type: str,
+        resource: dict[str, Any],
+    ) -> SentNotification:
+        sent = SentNotification(
+            url=url,
+            event_type=event_type,
+            body=self.build_notification(event_type, summary, original_type, resource),
+            resource=resource,
+        )
+        with self._lock:
+            self.notifications.append(sent)
+        worker = threading.Thread(
+            target=self._deliver, args=(sent,), name="wechat-standin-notify", daemon=True
+        )
+        self._track(worker)
+        return sent
+
+    def _track(self, worker: threading.Thread) -> None:
+        with self._lock:
+            self._workers = [w for w in self._workers if w.is_alive()]
+            self._workers.append(worker)
+        worker.start()
+
+    def _deliver(self, sent: SentNotification) -> None:
+        """POST until the merchant answers 200 or 204 (回调通知: 应答), then stop."""
+        try:
+            with httpx.Client(timeout=self.notify_timeout_s) as http:
+                for delay in (0.0, *self.retry_schedule_s):
+                    if delay and self._stopping.wait(delay):
+                        return
+                    if self._stopping.is_set():
+                        return
+                    # Each attempt is signed afresh, so a late retry is not stale.
+                    sent.headers = self.sign_headers(sent.body)
+                    outcome: int | str
+                    try:
+                        response = http.post(
+                            sent.url,
+                            content=sent.body.encode(),
+                            headers={**sent.headers, "Content-Type": "application/json"},
+                        )
+                        outcome = response.status_code
+                    except httpx.HTTPError as exc:
+                        outcome = type(exc).__name__
+                    sent.attempts.append(outcome)
+                    if outcome in (200, 204):
+                        sent.acknowledged.set()
+                        return
+        finally:
+            sent.finished.set()
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def _build_app(self) -> Starlette:
+        routes = [
+            Route("/sns/jscode2session", self._h_code2session, methods=["GET"]),
+            Route("/v3/pay/transactions/jsapi", self._h_prepay, methods=["POST"]),
+            Route(
+                "/v3/pay/transactions/out-trade-no/{out_trade_no}",
+                self._h_query_order,
+                methods=["GET"],
+            ),
+            Route(
+                "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+                self._h_close_order,
+                methods=["POST"],
+            ),
+            Route("/v3/refund/domestic/refunds", self._h_refund, methods=["POST"]),
+            Route(
+                "/v3/refund/domestic/refunds/{out_refund_no}",
+                self._h_query_refund,
+                methods=["GET"],
+            ),
+            Route("/_standin/pay", self._h_admin_pay, methods=["POST"]),
+            Route(
+                "/_standin/refunds/{out_refund_no}/complete",
+                self._h_admin_complete_refund,
+                methods=["POST"],
+            ),
+            Route("/_standin/login-codes", self._h_admin_login_code, methods=["POST"]),
+            Route("/_standin/notifications", self._h_admin_notifications, methods=["GET"]),
+            Route("/_standin/platform-key", self._h_admin_platform_key, methods=["GET"]),
+        ]
+        return Starlette(routes=routes)
+
+    def _signed(self, status: int, payload: dict[str, Any] | None) -> Response:
+        body = "" if payload is None else json.dumps(payload, ensure_ascii=False)
+        headers = {**self.sign_headers(body), "Request-ID": str(uuid.uuid4())}
+        return Response(
+            body.encode(), status_code=status, headers=headers, media_type="application/json"
+        )
+
+    async def _v3(self, request: Request, operation: str) -> tuple[str, dict[str, Any]]:
+        """Authenticate a merchant call and apply forced failures; returns (body, json)."""
+        body = (await request.body()).decode()
+        self._check_authorization(request, body)
+        with self._lock:
+            queue = self._forced_failures.get(operation)
+            forced = queue.pop(0) if queue else None
+        if forced is not None:
+            raise _ApiError(*forced)
+        if not body:
+            return body, {}
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise _ApiError(400, "PARAM_ERROR", "请求体不是合法的 JSON") from exc
+        if not isinstance(data, dict):
+            raise _ApiError(400, "PARAM_ERROR", "请求体必须是 JSON 对象")
+        return body, data
+
+    def _check_authorization(self, request: Request, body: str) -> None:
+        auth = signing.parse_authorization(request.headers.get("authorization", ""))
+        if auth is None:
+            raise _ApiError(401, "SIGN_ERROR", "Authorization 头缺失或格式错误")
+        if auth.mchid != self.mchid or auth.serial_no != self.merchant_serial:
+            raise _ApiError(401, "SIGN_ERROR", "商户号或证书序列号不匹配")
+        if not signing.timestamp_is_fresh(auth.timestamp, clock.now().timestamp()):
+            raise _ApiError(401, "SIGN_ERROR", "签名时间戳过期")
+        path = request.scope.get("raw_path") or request.url.path.encode()
+        query = request.scope.get("query_string") or b""
+        path_with_query = path.decode() + ("?" + query.decode() if query else "")
+        message = signing.request_message(
+            request.method, path_with_query, auth.timestamp, auth.nonce_str, body
+        )
+        if not signing.rsa_verify(self.merchant_public_key, message, auth.signature):
+            raise _ApiError(401, "SIGN_ERROR", "签名错误")
+
+    async def _run(self, request: Request, operation: str, handler: Any) -> Response:
+        try:
+            _, data = await self._v3(request, operation)
+            with self._lock:
+                status, payload = handler(request, data)
+        except _ApiError as err:
+            status, payload = err.status, {"code": err.code, "message": err.message}
+        self.requests_seen.append((request.method, request.url.path, status))
+        return self._signed(status, payload)
+
+    # JSAPI 下单
+    async def _h_prepay(self, request: Request) -> Response:
+        return await self._run(request, "prepay", self._prepay)
+
+    def _prepay(self, _: Request, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            amount, payer = data["amount"], data["payer"]
+            fields = {
+                "appid": str(data["appid"]),
+                "mchid": str(data["mchid"]),
+                "description": str(data["description"]),
+                "out_trade_no": str(data["out_trade_no"]),
+                "notify_url": str(data["notify_url"]),
+                "total": amount["total"],
+                "currency": str(amount.get("currency", "CNY")),
+                "openid": str(payer["openid"]),
+            }
+        except (KeyError, TypeError) as exc:
+            raise _ApiError(400, "PARAM_ERROR", f"缺少参数 {exc}") from exc
+        total = fields["total"]
+        if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
+            raise _ApiError(400, "PARAM_ERROR", "amount.total 必须是正整数(分)")
+        if fields["currency"] != "CNY":
+            raise _ApiError(400, "PARAM_ERROR", "currency 仅支持 CNY")
+        if fields["mchid"] != self.mchid:
+            raise _ApiError(400, "PARAM_ERROR", "mchid 与请求的商户号不一致")
+        if fields["appid"] != self.appid:
+            raise _ApiError(400, "APPID_MCHID_NOT_MATCH", "appid 和 mch_id 不匹配")
+        if not re.fullmatch(r"https?://\S+", str(fields["notify_url"])):
+            raise _ApiError(400, "PARAM_ERROR", "notify_url 格式错误")
+        otn = str(fields["out_trade_no"])
+        existing = self.orders.get(otn)
+        if existing is not None:
+            if existing.state == "SUCCESS" or existing.state == "REFUND":
+                raise _ApiError(400, "ORDERPAID", "该订单已支付")
+            if existing.state == "CLOSED":
+                raise _ApiError(400, "ORDER_CLOSED", "该订单已关闭")
+            same = (
+                existing.total == total
+                and existing.openid == fields["openid"]
+                and existing.description == fields["description"]
+            )
+            if not same:
+                raise _ApiError(400, "INVALID_REQUEST", "商户订单号重复")
+            return 200, {"prepay_id": existing.prepay_id}
+        prepay_id = f"wx{clock.now().astimezone(_CHINA):%d%H%M%S}{secrets.token_hex(12)}"
+        self.orders[otn] = Order(
+            appid=self.appid,
+            mchid=self.mchid,
+            out_trade_no=otn,
+            description=str(fields["description"]),
+            notify_url=str(fields["notify_url"]),
+            total=total,
+            currency="CNY",
+            openid=str(fields["openid"]),
+            prepay_id=prepay_id,
+            attach=str(data["attach"]) if "attach" in data else None,
+        )
+        return 200, {"prepay_id": prepay_id}
+
+    # 商户订单号查询订单
+    async def _h_query_order(self, request: Request) -> Response:
+        return await self._run(request, "query_order", self._query_order)
+
+    def _query_order(self, request: Request, _: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if request.query_params.get("mchid") != self.mchid:
+            raise _ApiError(400, "PARAM_ERROR", "mchid 缺失或不一致")
+        order = self.orders.get(request.path_params["out_trade_no"])
+        if order is None:
+            raise _ApiError(404, "ORDER_NOT_EXIST", "订单不存在")
+        return 200, order.view()
+
+    # 关闭订单
+    async def _h_close_order(self, request: Request) -> Response:
+        try:
+            _, data = await self._v3(request, "close_order")
+            with self._lock:
+                order = self.orders.get(request.path_params["out_trade_no"])
+                if data.get("mchid") != self.mchid:
+                    raise _ApiError(400, "PARAM_ERROR", "mchid 缺失或不一致")
+                if order is None:
+                    raise _ApiError(404, "ORDER_NOT_EXIST", "订单不存在")
+                if order.state != "NOTPAY":
+                    raise _ApiError(400, "ORDERPAID", "订单已支付,不能关闭")
+                order.state = "CLOSED"
+        except _ApiError as err:
+            self.requests_seen.append((request.method, request.url.path, err.status))
+            return self._signed(err.status, {"code": err.code, "message": err.message})
+        self.requests_seen.append((request.method, request.url.path, 204))
+        return self._signed(204, None)
+
+    # 退款申请
+    async def _h_refund(self, request: Request) -> Response:
+        response = await self._run(request, "refund", self._refund)
+        return response
+
+    def _refund(self, _: Request, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            out_refund_no = str(data["out_refund_no"])
+            refund_fen, total_fen = data["amount"]["refund"], data["amount"]["total"]
+            currency = str(data["amount"].get("currency", "CNY"))
+        except (KeyError, TypeError) as exc:
+            raise _ApiError(400, "PARAM_ERROR", f"缺少参数 {exc}") from exc
+        if not all(isinstance(v, int) and v > 0 for v in (refund_fen, total_fen)):
+            raise _ApiError(400, "PARAM_ERROR", "amount.refund / amount.total 必须是正整数(分)")
+        if currency != "CNY":
+            raise _ApiError(400, "PARAM_ERROR", "currency 仅支持 CNY")
+        order: Order | None = None
+        if "out_trade_no" in data:
+            order = self.orders.get(str(data["out_trade_no"]))
+        elif "transaction_id" in data:
+            tid = str(data["transaction_id"])
+            order = next((o for o in self.orders.values() if o.transaction_id == tid), None)
+        else:
+            raise _ApiError(400, "PARAM_ERROR", "需要 out_trade_no 或 transaction_id")
+        if order is None:
+            raise _ApiError(404, "RESOURCE_NOT_EXISTS", "订单不存在")
+        existing = self.refunds.get(out_refund_no)
+        if existing is not None:
+            # Same out_refund_no = the same refund: answer with it, move no money again.
+            if existing.out_trade_no != order.out_trade_no or existing.refund != refund_fen:
+                raise _ApiError(400, "INVALID_REQUEST", "out_refund_no 已用于另一笔退款")
+            return 200, existing.view()
+        if order.transaction_id is None or order.state not in ("SUCCESS", "REFUND"):
+            raise _ApiError(400, "INVALID_REQUEST", "订单未支付")
+        if total_fen != order.total:
+            raise _ApiError(400, "PARAM_ERROR", "amount.total 与订单金额不一致")
+        if refund_fen > order.total - order.refunded:
+            raise _ApiError(400, "PARAM_ERROR", "退款金额超过订单可退金额")
+        refund = Refund(
+            out_refund_no=out_refund_no,
+            refund_id=f"50000{next(self._seq):06d}{secrets.randbelow(10**18):018d}",
+            out_trade_no=order.out_trade_no,
+            transaction_id=order.transaction_id,
+            refund=refund_fen,
+            total=order.total,
+            notify_url=str(data["notify_url"]) if data.get("notify_url") else None,
+            create_time=_rfc3339(clock.now()),
+        )
+        self.refunds[out_refund_no] = refund
+        order.refunded += refund_fen
+        order.state = "REFUND"
+        view = refund.view()
+        if self.auto_complete_refunds:
+            worker = threading.Thread(
+                target=self.complete_refund, args=(out_refund_no,), daemon=True
+            )
+            self._track(worker)
+        return 200, view
+
+    # 查询单笔退款
+    async def _h_query_refund(self, request: Request) -> Response:
+        return await self._run(request, "query_refund", self._query_refund)
+
+    def _query_refund(self, request: Request, _: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        refund = self.refunds.get(request.path_params["out_refund_no"])
+        if refund is None:
+            raise _ApiError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+        return 200, refund.view()
+
+    # auth.code2Session: always HTTP 200, errors as errcode/errmsg.
+    async def _h_code2session(self, request: Request) -> Response:
+        return JSONResponse(self._code2session(dict(request.query_params)))
+
+    def _code2session(self, q: dict[str, str]) -> dict[str, Any]:
+        with self._lock:
+            if self._forced_errcodes:
+                errcode = self._forced_errcodes.pop(0)
+                return {"errcode": errcode, "errmsg": _ERRMSG.get(errcode, "error")}
+            if q.get("appid") != self.appid:
+                return {"errcode": 40013, "errmsg": "invalid appid"}
+            if q.get("secret") != self.secret:
+                return {"errcode": 40125, "errmsg": "invalid appsecret"}
+            if q.get("grant_type") != "authorization_code":
+                return {"errcode": 40002, "errmsg": "invalid grant_type"}
+            code = q.get("js_code", "")
+            if code in self._used_codes:
+                return {"errcode": 40163, "errmsg": "code been used"}
+            openid = self._issued_codes.pop(code, None)
+            if openid is None:
+                m = LOGIN_CODE_PATTERN.fullmatch(code)
+                if m is None:
+                    return {"errcode": 40029, "errmsg": "invalid code"}
+                openid = openid_for(self.appid, m.group("user"))
+            self._used_codes.add(code)
+            session_key = base64.b64encode(secrets.token_bytes(16)).decode()
+            self.sessions[openid] = session_key
+        return {"openid": openid, "session_key": session_key}
+
+    # -- admin (the rider's side of WeChat, for the simulator and the demo) ---------------
+
+    async def _h_admin_pay(self, request: Request) -> Response:
+        data = await request.json()
+        ref = str(data.get("prepay_id") or data.get("out_trade_no") or "")
+        try:
+            order = self.pay(ref)
+        except StandInError as exc:
+            return JSONResponse({"code": "INVALID_REQUEST", "message": str(exc)}, 400)
+        return JSONResponse(order.view())
+
+    async def _h_admin_complete_refund(self, request: Request) -> Response:
+        try:
+            refund = self.complete_refund(request.path_params["out_refund_no"])
+        except StandInError as exc:
+            return JSONResponse({"code": "RESOURCE_NOT_EXISTS", "message": str(exc)}, 404)
+        return JSONResponse(refund.view())
+
+    async def _h_admin_login_code(self, request: Request) -> Response:
+        body = await request.body()
+        data = json.loads(body) if body else {}
+        return JSONResponse({"code": self.issue_login_code(data.get("openid"))})
+
+    async def _h_admin_notifications(self, _: Request) -> Response:
+        with self._lock:
+            items = [
+                {
+                    "url": n.url,
+                    "event_type": n.event_type,
+                    "body": n.body,
+                    "headers": n.headers,
+                    "attempts": n.attempts,
+                    "acknowledged": n.acknowledged.is_set(),
+                }
+                for n in self.notifications
+            ]
+        return JSONResponse(items)
+
+    async def _h_admin_platform_key(self, _: Request) -> Response:
+        return JSONResponse(
+            {
+                "serial_no": self.platform_serial,
+                "public_key": signing.public_key_pem(self.platform_public_key),
+            }
+        )
+
+
+_ERRMSG = {
+    -1: "system error",
+    40029: "invalid code",
+    40163: "code been used",
+    45011: "api minute-quota reach limit  mustslower  retry next minute",
+    40226: "invalid user",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m server.wechat.standin`: serve until Ctrl-C, writing keys for the server."""
+    parser = argparse.ArgumentParser(description="Local WeChat / WeChat Pay v3 stand-in")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8060)
+    parser.add_argument("--credentials-out", type=Path, default=Path("var/wechat"))
+    args = parser.parse_args(argv)
+    WeChatStandIn(args.host, args.port).serve(
+        args.credentials_out,
+        announce=lambda url: print(
+            f"WeChat stand-in on {url}; keys in {args.credentials_out}", flush=True
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()
