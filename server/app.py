@@ -20,10 +20,12 @@ from fastapi import FastAPI
 from server.config import Settings, get_settings
 from server.core.db import Database
 from server.core.http import AppServices, install_error_handlers
+from server.deposits.router import router as deposits_router
 from server.kiosk_state.router import router as uplinks_router
 from server.kiosks import service as kiosk_service
 from server.kiosks.router import router as kiosks_router
 from server.partners.router import router as partners_router
+from server.riders.router import router as riders_router
 
 Hook = Callable[[AppServices], AbstractAsyncContextManager[None]]
 
@@ -80,4 +82,6 @@ def create_app(
     app.include_router(partners_router)
     app.include_router(kiosks_router)
     app.include_router(uplinks_router)
+    app.include_router(riders_router)
+    app.include_router(deposits_router)
     return app

@@ -47,6 +47,31 @@ class Settings(BaseSettings):
     #: Roles and per-tenant accounts replace this in the partners/console work.
     operator_token: str = ""
 
+    # WeChat (SPEC §2). Every default points at the local stand-in
+    # (`python -m server.wechat.standin`, port 8060); the real endpoints are one setting away:
+    # UMB_WECHAT_API_BASE_URL=https://api.weixin.qq.com and
+    # UMB_WECHATPAY_BASE_URL=https://api.mch.weixin.qq.com. Login is enabled once appid and
+    # secret are set, payments once every wechatpay_* value below is set
+    # (server/payments/README.md lists them).
+    wechat_api_base_url: str = "http://127.0.0.1:8060"
+    wechat_appid: str = ""
+    wechat_app_secret: str = ""
+    wechatpay_base_url: str = "http://127.0.0.1:8060"
+    wechatpay_mchid: str = ""
+    #: Serial of the merchant API certificate whose private key signs our requests.
+    wechatpay_merchant_serial: str = ""
+    #: PEM file of the merchant API private key (apiclient_key.pem). Empty: not configured.
+    wechatpay_merchant_private_key_file: str = ""
+    #: The 32-character APIv3 key (decrypts notification resources). Secret.
+    wechatpay_apiv3_key: str = ""
+    #: 微信支付公钥 id (or platform certificate serial) and its PEM file.
+    wechatpay_platform_serial: str = ""
+    wechatpay_platform_public_key_file: str = ""
+    #: Where WeChat Pay posts payment notifications; public https in production.
+    wechatpay_notify_url: str = "http://127.0.0.1:8000/api/v1/payments/wechat/notify"
+    #: Lifetime of the rider session tokens issued at login.
+    rider_token_ttl_s: int = 30 * 24 * 3600
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
@@ -55,6 +80,24 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'umbrella.sqlite3'}"
+
+    @property
+    def wechat_login_configured(self) -> bool:
+        return bool(self.wechat_appid and self.wechat_app_secret)
+
+    @property
+    def wechatpay_configured(self) -> bool:
+        return all(
+            (
+                self.wechat_appid,
+                self.wechatpay_mchid,
+                self.wechatpay_merchant_serial,
+                self.wechatpay_merchant_private_key_file,
+                self.wechatpay_apiv3_key,
+                self.wechatpay_platform_serial,
+                self.wechatpay_platform_public_key_file,
+            )
+        )
 
     @property
     def broker_password_file(self) -> Path:

@@ -39,7 +39,7 @@ from server.core.shared_state import make_shared_state
 from server.kiosks import service as kiosks
 from server.models import Kiosk, KioskState, Slot, SlotStatus
 from server.partners import service as partners
-from server.runtime import attach_bridge
+from server.runtime import attach_bridge, wechat_hooks
 from server.scheduler.runner import build_scheduler
 
 DEMO_CENTER = (30.2590, 120.1300)  # Hangzhou, West Lake
@@ -195,7 +195,11 @@ def _provision(
 
 @contextmanager
 def _serve_api(settings: Settings, db: Database, bridge: Bridge, port: int) -> Iterator[None]:
-    app = create_app(settings, db=db, hooks=[attach_bridge(bridge, make_broker_sync(db, settings))])
+    app = create_app(
+        settings,
+        db=db,
+        hooks=[attach_bridge(bridge, make_broker_sync(db, settings)), *wechat_hooks(settings)],
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api_host, port=port, log_level="warning")
     )

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     from server.config import Settings
     from server.core.db import Database
+    from server.payments.wechatpay import WeChatPayClient
+    from server.wechat.miniprogram import MiniProgramClient
 
 
 class Unauthorized(DomainError):
@@ -51,6 +53,10 @@ class AppServices:
     #: Called (in a background task, after the commit) when kiosk credentials changed:
     #: rewrite the broker files and reload the broker. None = nobody to tell.
     broker_sync: Callable[[], None] | None = None
+    #: WeChat mini-program API (login) and WeChat Pay clients; None = not configured
+    #: (`server.runtime.wechat_hooks` builds them from settings, tests from a stand-in).
+    wechat: MiniProgramClient | None = None
+    wechatpay: WeChatPayClient | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

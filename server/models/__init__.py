@@ -2,6 +2,7 @@
 
 from server.models.base import Base
 from server.models.command import CommandRecord
+from server.models.deposit import DepositPayment, DepositStatus
 from server.models.kiosk import (
     Kiosk,
     KioskFault,
@@ -19,12 +20,15 @@ from server.models.ledger import (
     Posting,
 )
 from server.models.partner import Partner
+from server.models.rider import Rider, RiderSession
 from server.models.uplink import RejectedUplink, UplinkReceipt
 
 __all__ = [
     "AccountType",
     "Base",
     "CommandRecord",
+    "DepositPayment",
+    "DepositStatus",
     "EntryKind",
     "JournalEntry",
     "Kiosk",
@@ -34,6 +38,8 @@ __all__ = [
     "Partner",
     "Posting",
     "RejectedUplink",
+    "Rider",
+    "RiderSession",
     "Slot",
     "SlotDisagreement",
     "SlotEventRecord",

@@ -1,0 +1,69 @@
+"""HTTP only: /api/v1/riders, and the rider bearer-token dependency other routers use."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+
+from server.config import Settings
+from server.core.errors import Unavailable
+from server.core.http import SessionDep, services
+from server.deposits import service as deposits
+from server.models import Rider
+from server.riders import service
+from server.riders.schemas import DepositOut, LoginIn, LoginOut, RiderMeOut
+from server.wechat.miniprogram import MiniProgramClient
+
+router = APIRouter(prefix="/api/v1/riders", tags=["riders"])
+
+
+def current_rider(
+    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+) -> Rider:
+    """`Authorization: Bearer <token>` from POST /riders/login; 401 when missing or expired."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return service.authenticate(session, token.strip() if scheme.lower() == "bearer" else "")
+
+
+RiderDep = Annotated[Rider, Depends(current_rider)]
+
+
+def wechat_client(request: Request) -> MiniProgramClient:
+    client = services(request).wechat
+    if client is None:
+        raise Unavailable("WeChat login is not configured on this server")
+    return client
+
+
+def settings_of(request: Request) -> Settings:
+    return services(request).settings
+
+
+@router.post("/login", summary="Log in with a wx.login code")
+def login(
+    body: LoginIn,
+    session: SessionDep,
+    wechat: Annotated[MiniProgramClient, Depends(wechat_client)],
+    settings: Annotated[Settings, Depends(settings_of)],
+) -> LoginOut:
+    issued = service.login(session, wechat, body.code, settings.rider_token_ttl_s)
+    return LoginOut(token=issued.token, expires_at=issued.expires_at, rider_id=issued.rider.id)
+
+
+@router.get("/me", summary="The rider and the state of the deposit")
+def me(rider: RiderDep, session: SessionDep) -> RiderMeOut:
+    state = deposits.deposit_state(session, rider)
+    payment = state.payment
+    return RiderMeOut(
+        rider_id=rider.id,
+        created_at=rider.created_at,
+        deposit=DepositOut(
+            state=state.state,
+            amount_fen=payment.amount_fen if payment else 0,
+            held_fen=state.held_fen,
+            payment_id=payment.id if payment else None,
+            out_trade_no=payment.out_trade_no if payment else None,
+            paid_at=payment.paid_at if payment else None,
+        ),
+    )
