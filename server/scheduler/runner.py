@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -40,6 +41,22 @@ def build_scheduler(
         with db.transaction() as session:
             n = kiosk_jobs.prune_receipts(session, clock.now(), settings.receipt_retention_days)
         log.info("pruned %d uplink receipts older than %d days", n, settings.receipt_retention_days)
+
+    if settings.wechatpay_configured:
+        from server.deposits.jobs import reconcile_pending_deposits
+        from server.payments.wechatpay import WeChatPayClient
+        from server.runtime import wechatpay_config_from
+
+        pay = WeChatPayClient(wechatpay_config_from(settings))
+
+        def reconcile_deposits() -> None:
+            # Each run is one transaction; rows locked by a concurrent run are skipped.
+            with db.transaction() as session:
+                n = reconcile_pending_deposits(session, pay, clock.now(), timedelta(minutes=2))
+            if n:
+                log.info("reconciled %d deposit payment(s) whose notification was lost", n)
+
+        scheduler.add_job(_logged(reconcile_deposits), "interval", seconds=60, id="reconcile")
 
     every = max(5, settings.presence_timeout_s // 6)
     scheduler.add_job(_logged(presence_timeout), "interval", seconds=every, id="presence_timeout")

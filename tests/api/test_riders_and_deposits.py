@@ -26,12 +26,14 @@ from server.app import create_app
 from server.config import Settings
 from server.core.clock import clock
 from server.core.db import Database
+from server.core.shared_state import MemorySharedState
 from server.deposits.jobs import reconcile_pending_deposits
 from server.ledger import service as ledger
 from server.models import DepositPayment, DepositStatus, EntryKind, JournalEntry, RiderSession
 from server.payments import signing
 from server.payments.wechatpay import WeChatPayClient
 from server.runtime import attach_wechat, wechat_hooks
+from server.scheduler.runner import build_scheduler
 from server.wechat.miniprogram import MiniProgramClient
 from server.wechat.standin import SentNotification, WeChatStandIn
 from tests.services import free_port
@@ -295,7 +297,13 @@ def test_clients_are_built_from_settings_and_absent_without_them(
         )
         assert signing.rsa_verify(standin.merchant_public_key, message, params["paySign"])
 
+    # The scheduler reconciles lost notifications only where WeChat Pay is configured.
+    jobs = {j.id for j in build_scheduler(settings, db, MemorySharedState()).get_jobs()}
+    assert "reconcile" in jobs
+
     bare = Settings(data_dir=tmp_path)
+    bare_jobs = {j.id for j in build_scheduler(bare, db, MemorySharedState()).get_jobs()}
+    assert "reconcile" not in bare_jobs
     with TestClient(create_app(bare, db=db, hooks=wechat_hooks(bare))) as api:
         r = api.post("/api/v1/riders/login", json={"code": "whatever"})
         assert (r.status_code, r.json()["error"]) == (503, "unavailable")
