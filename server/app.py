@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from server.config import Settings, get_settings
@@ -24,7 +25,10 @@ from server.deposits.router import router as deposits_router
 from server.kiosk_state.router import router as uplinks_router
 from server.kiosks import service as kiosk_service
 from server.kiosks.router import router as kiosks_router
+from server.notifications.router import router as notifications_router
 from server.partners.router import router as partners_router
+from server.rentals.router import ops as ops_router
+from server.rentals.router import router as rentals_router
 from server.riders.router import router as riders_router
 
 Hook = Callable[[AppServices], AbstractAsyncContextManager[None]]
@@ -62,6 +66,8 @@ def create_app(
                 database = own_db = Database(settings.db_url)
             svc = AppServices(settings=settings, db=database)
         app.state.services = svc
+        # A rent waits for its kiosk in a worker thread: size the pool for concurrent riders.
+        to_thread.current_default_thread_limiter().total_tokens = settings.api_worker_threads
         try:
             async with AsyncExitStack() as stack:
                 for hook in hooks:
@@ -84,4 +90,7 @@ def create_app(
     app.include_router(uplinks_router)
     app.include_router(riders_router)
     app.include_router(deposits_router)
+    app.include_router(notifications_router)
+    app.include_router(rentals_router)
+    app.include_router(ops_router)
     return app

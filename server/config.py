@@ -69,8 +69,35 @@ class Settings(BaseSettings):
     wechatpay_platform_public_key_file: str = ""
     #: Where WeChat Pay posts payment notifications; public https in production.
     wechatpay_notify_url: str = "http://127.0.0.1:8000/api/v1/payments/wechat/notify"
+    #: Where WeChat Pay posts refund notifications (退款结果通知); public https in production.
+    wechatpay_refund_notify_url: str = "http://127.0.0.1:8000/api/v1/payments/wechat/refund-notify"
     #: Lifetime of the rider session tokens issued at login.
     rider_token_ttl_s: int = 30 * 24 * 3600
+    #: Renting (SPEC §2): how long the kiosk may take to receive an unlock before it must
+    #: ignore it (the command's expiry, in the kiosk's clock), and how long the API waits for
+    #: the kiosk's answer: the expiry plus the kiosk's unlock window (30 s) plus transit.
+    rental_command_expiry_s: float = 10.0
+    rental_answer_wait_s: float = 45.0
+    #: Concurrent requests the API serves in worker threads (a rent waits for its kiosk).
+    api_worker_threads: int = 200
+
+    # Rider notifications through WeChat subscribe messages (SPEC §2; server/notifications/).
+    # Template ids come from the mini-program's 订阅消息 console (one per template picked from
+    # the public library); the defaults are the ids the local stand-in knows. An empty id
+    # turns that kind of notification off (its rows end `undeliverable`).
+    wechat_tpl_rental_started: str = "standin-tpl-rental-started"
+    wechat_tpl_rental_returned: str = "standin-tpl-rental-returned"
+    #: Day-5 and day-6 reminders before the free window ends.
+    wechat_tpl_due_reminder: str = "standin-tpl-due-reminder"
+    #: Every deposit movement: received, refunded, forfeited, forfeiture reversed.
+    wechat_tpl_deposit_changed: str = "standin-tpl-deposit-changed"
+    wechat_tpl_rental_ended: str = "standin-tpl-rental-ended"
+    #: The mini-program page a message card opens, and which version of the mini-program.
+    wechat_subscribe_page: str = "pages/rentals/index"
+    wechat_miniprogram_state: str = "formal"
+    #: How often the scheduler drains the notification outbox, and how many per run at most.
+    notification_send_interval_s: int = 10
+    notification_batch_max: int = 200
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

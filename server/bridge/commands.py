@@ -63,17 +63,20 @@ class CommandChannel:
         *,
         timeout_s: float = 10.0,
         expires_in_s: float = 30.0,
+        cmd_id: str | None = None,
     ) -> CmdResult | None:
         """Publish a command (QoS 1, waiting for PUBACK) and wait for the kiosk's answer.
 
         None when no answer came within `timeout_s` (the record is marked `timeout`; a late
         answer still overwrites that, since the kiosk's word is the truth). Raises NotFound
         for an unregistered kiosk, PublishFailed when the broker did not take the command.
+        `cmd_id`: the caller's id when it recorded it elsewhere first (a rental matches the
+        kiosk's slot event by it); a fresh one otherwise.
         """
         now = clock.now()
         expires_at = now + timedelta(seconds=expires_in_s)
-        cmd_id = uuid.uuid4().hex
-        with self.db.transaction() as session:
+        cmd_id = cmd_id or uuid.uuid4().hex
+        with self.db.transaction(immediate=True) as session:
             registered, skew_ms = repo.kiosk_clock_skew(session, kiosk_id)
             if not registered:
                 raise NotFound(f"kiosk {kiosk_id} is not registered", kiosk_id=kiosk_id)
@@ -120,7 +123,7 @@ class CommandChannel:
         return result
 
     def _finish(self, cmd_id: str, status: str) -> None:
-        with self.db.transaction() as session:
+        with self.db.transaction(immediate=True) as session:
             repo.finish_command_if_pending(session, cmd_id, status, clock.now())
 
     def publish_retained(self, kiosk_id: str, message: Playlist | Config) -> None:

@@ -52,6 +52,7 @@ from server.core.clock import clock
 from server.core.db import Database
 from server.core.shared_state import SharedState
 from server.kiosk_state.service import ApplyOutcome, KioskStateService, Received
+from server.rentals.service import apply_slot_activity
 
 log = logging.getLogger(__name__)
 #: One DEBUG line per applied uplink; the demo turns it on to show what kiosks report.
@@ -118,7 +119,7 @@ class Dispatcher:
         self.shared_state = shared_state
         self.acker = acker
         self.inbox: queue.Queue[Incoming] = inbox if inbox is not None else queue.Queue()
-        self.service = service or KioskStateService()
+        self.service = service or KioskStateService(on_slots=apply_slot_activity)
         self.batch_max = max(1, batch_max)
         self.linger_s = linger_s
         self.dedup_ttl_s = dedup_ttl_s
@@ -150,7 +151,10 @@ class Dispatcher:
             dedup_ttl_s=settings.dedup_ttl_s,
             # Per process, so operators see how the shared subscription splits the load.
             counter_prefix=f"bridge.{settings.bridge_id}.",
-            service=KioskStateService(live_tolerance_ms=settings.presence_timeout_s * 1000),
+            service=KioskStateService(
+                live_tolerance_ms=settings.presence_timeout_s * 1000,
+                on_slots=apply_slot_activity,
+            ),
         )
 
     # ------------------------------------------------------------ thread
@@ -277,7 +281,7 @@ class Dispatcher:
     def _apply(self, rejects: list[_Reject], fresh: list[Received]) -> tuple[ApplyOutcome, int]:
         """(what was applied, how many messages failed alone)."""
         try:
-            with self.db.transaction() as session:
+            with self.db.transaction(immediate=True) as session:
                 for r in rejects:
                     self._record_reject(session, reject=r)
                 return self.service.apply_batch(session, fresh), 0
@@ -303,13 +307,13 @@ class Dispatcher:
         """Apply one message in its own transaction; None if it had to be rejected."""
         while True:
             try:
-                with self.db.transaction() as session:
+                with self.db.transaction(immediate=True) as session:
                     return self.service.apply_batch(session, [item])
             except Exception as e:
                 error = e
                 log.exception("uplink %s failed alone", _describe(item.msg))
             try:
-                with self.db.transaction() as session:
+                with self.db.transaction(immediate=True) as session:
                     self.service.record_rejected(
                         session,
                         topic=topic_for(item.msg),
@@ -328,7 +332,7 @@ class Dispatcher:
     def _until_done(self, work: Callable[[Session], None]) -> None:
         while True:
             try:
-                with self.db.transaction() as session:
+                with self.db.transaction(immediate=True) as session:
                     work(session)
                 return
             except Exception:

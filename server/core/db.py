@@ -36,7 +36,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            # A transaction that reads then writes under contention asks for the write
+            # lock up front (`Database.transaction(immediate=True)`): a deferred one would
+            # fail with SQLITE_BUSY on upgrade instead of waiting for busy_timeout.
+            immediate = conn.get_execution_options().get(IMMEDIATE, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     if url.startswith("postgresql://"):
@@ -45,6 +49,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+#: Execution option asking SQLite for BEGIN IMMEDIATE (no effect on PostgreSQL).
+IMMEDIATE = "umb_sqlite_immediate"
 
 
 class Database:
@@ -60,9 +68,14 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """One unit of work: commits on success, rolls back on any exception."""
+    def transaction(self, *, immediate: bool = False) -> Iterator[Session]:
+        """One unit of work: commits on success, rolls back on any exception.
+
+        `immediate`: on SQLite, take the write lock at BEGIN (for a read-check-write unit
+        that races with others, e.g. reserving a slot); PostgreSQL uses row locks instead."""
         with self.sessions() as session, session.begin():
+            if immediate and self.is_sqlite:
+                session.connection(execution_options={IMMEDIATE: True})
             yield session
 
     def dispose(self) -> None:

@@ -66,7 +66,9 @@ def services(request: Request) -> AppServices:
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    with services(request).db.transaction() as session:
+    # Requests that may write take SQLite's write lock up front (core/db.py); reads don't.
+    writes = request.method not in ("GET", "HEAD", "OPTIONS")
+    with services(request).db.transaction(immediate=writes) as session:
         yield session
 
 

@@ -71,6 +71,20 @@ PlayHook = Callable[[Session, Sequence[tuple[Play, datetime]]], None]
 """Called in the batch's session with new proof-of-play records (ads build on it)."""
 
 
+@dataclass(frozen=True, slots=True)
+class SlotActivity:
+    """What a batch did to slots, for the rentals domain: new slot events in seq order as
+    (event, tag hex, kiosk time, receive time), and the slot rows whose state changed as
+    (kiosk, slot, tag of the umbrella in it or None)."""
+
+    events: list[tuple[SlotEvent, str | None, datetime, datetime]]
+    changed: list[tuple[str, int, str | None]]
+
+
+SlotHook = Callable[[Session, SlotActivity], None]
+"""Called in the batch's session when slot events arrived or slot states changed."""
+
+
 def kiosk_time(ts_ms: int) -> datetime:
     return from_ms(min(max(ts_ms, 0), _MAX_KIOSK_MS))
 
@@ -185,9 +199,11 @@ class KioskStateService:
         *,
         live_tolerance_ms: int = rules.DEFAULT_LIVE_TOLERANCE_MS,
         on_play: PlayHook | None = None,
+        on_slots: SlotHook | None = None,
     ) -> None:
         self.live_tolerance_ms = live_tolerance_ms
         self.on_play = on_play
+        self.on_slots = on_slots
 
     def record_rejected(
         self,
@@ -284,6 +300,7 @@ class KioskStateService:
         was_online = {k: s.online for k, s in states.items()}
         new_rows: defaultdict[type[Any], list[dict[str, Any]]] = defaultdict(list)
         plays: list[tuple[Play, datetime]] = []
+        slot_events: list[tuple[SlotEvent, str | None, datetime, datetime]] = []
         for r in todo:
             m, now = r.msg, from_ms(r.received_ms)
             state, view = states[m.kiosk_id], views[m.kiosk_id]
@@ -351,6 +368,7 @@ class KioskStateService:
                             "received_at": now,
                         }
                     )
+                    slot_events.append((m, tag, observed, now))
                     applied = rules.apply_slot_event(
                         slots.view(m.kiosk_id, m.slot), m.seq, m.kind, tag
                     )
@@ -402,5 +420,13 @@ class KioskStateService:
             repo.insert_rows(session, model, rows)
         if plays and self.on_play is not None:
             self.on_play(session, plays)
+        if self.on_slots is not None and (slot_events or slots.changed):
+            self.on_slots(
+                session,
+                SlotActivity(
+                    events=slot_events,
+                    changed=[(k, n, slots.rows[(k, n)][1]) for k, n in slots.changed],
+                ),
+            )
         session.flush()
         return out

@@ -338,7 +338,7 @@ def command(
 
     An offline kiosk is refused at once with a clear reason rather than left to time out.
     """
-    with db.transaction() as session:
+    with db.transaction(immediate=True) as session:
         row = get_kiosk(session, kiosk_id).row
         if slot is not None and slot > row.kiosk.slot_count:
             raise InvalidKiosk(

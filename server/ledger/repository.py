@@ -3,22 +3,24 @@ loading postings into Python."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, func, literal, select
+from sqlalchemy import Select, case, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
 from server.core.money import Fen
 from server.ledger.rules import (
+    PLATFORM_ACCOUNTS,
     REVENUE_FORFEITED_DEPOSITS,
     WECHAT_DEPOSITS_HELD,
     DepositTotals,
     PostingLine,
+    rider_account,
 )
 from server.models.ledger import AccountType, EntryKind, JournalEntry, LedgerAccount, Posting
 
@@ -224,4 +226,78 @@ def deposit_totals(session: Session) -> DepositTotals:
         refunded=Fen(int(refunded)),
         forfeited=Fen(-int(revenue)),
         wechat_deposits_held=Fen(int(wechat)),
+    )
+
+
+def ensure_platform_accounts(session: Session, *, now: datetime) -> None:
+    rows = [
+        {"code": code, "type": account_type, "rider_id": None, "created_at": now}
+        for code, account_type in PLATFORM_ACCOUNTS.items()
+    ]
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(LedgerAccount).values(rows).on_conflict_do_nothing())
+
+
+def rider_balances(session: Session, rider_ids: Collection[str]) -> dict[str, int]:
+    """rider id -> signed balance of its deposit account (negative = we owe the rider)."""
+    codes = {rider_account(r): r for r in rider_ids}
+    found: dict[str, int] = {}
+    keys = list(codes)
+    for start in range(0, len(keys), 5000):
+        chunk = keys[start : start + 5000]
+        for code, total in session.execute(
+            select(Posting.account_code, func.sum(Posting.amount_fen))
+            .where(Posting.account_code.in_(chunk))
+            .group_by(Posting.account_code)
+        ):
+            found[codes[code]] = int(total)
+    return found
+
+
+def missing_keys(session: Session, keys: Sequence[str]) -> set[str]:
+    """The idempotency keys among `keys` that no entry has yet."""
+    taken: set[str] = set()
+    for start in range(0, len(keys), 5000):
+        chunk = list(keys[start : start + 5000])
+        taken.update(
+            session.scalars(
+                select(JournalEntry.idempotency_key).where(JournalEntry.idempotency_key.in_(chunk))
+            )
+        )
+    return set(keys) - taken
+
+
+def add_entries(
+    session: Session,
+    kind: EntryKind,
+    items: Sequence[tuple[str, int, str, str, tuple[PostingLine, ...]]],
+    *,
+    now: datetime,
+) -> None:
+    """Insert entries (rider_id, amount, key, reference, lines) and their postings: two
+    multi-row INSERTs, whatever the number of entries."""
+    if not items:
+        return
+    ids = session.execute(
+        insert(JournalEntry).returning(JournalEntry.id, JournalEntry.idempotency_key),
+        [
+            {
+                "kind": kind,
+                "idempotency_key": key,
+                "rider_id": rider_id,
+                "amount_fen": amount,
+                "reference": reference,
+                "created_at": now,
+            }
+            for rider_id, amount, key, reference, _ in items
+        ],
+    ).all()
+    by_key = {key: entry_id for entry_id, key in ids}
+    session.execute(
+        insert(Posting),
+        [
+            {"entry_id": by_key[key], "account_code": line.account, "amount_fen": line.amount}
+            for _, _, key, _, lines in items
+            for line in lines
+        ],
     )

@@ -4,6 +4,10 @@ their ledger entry commit or roll back together."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,6 +18,16 @@ from server.ledger.rules import DepositTotals, IdempotencyKeyReused
 from server.models.ledger import EntryKind, JournalEntry
 
 MAX_KEY_LENGTH = 128
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Forfeiture:
+    rider_id: str
+    amount: Fen
+    idempotency_key: str
+    reference: str
 
 
 def post(
@@ -150,3 +164,51 @@ def check_invariants(session: Session) -> list[str]:
             problems.append(f"{found.count} {label}: {found.sample}")
     problems.extend(repository.deposit_totals(session).violations())
     return problems
+
+
+def post_forfeitures(session: Session, items: Sequence[Forfeiture]) -> list[Forfeiture]:
+    """Post many `deposit_forfeited` movements in a few statements (the 7-day sweep; SPEC §2).
+
+    The same rules as `post`, set-wise: each item's key is posted at most once (a key that
+    exists is skipped, so a re-run or a second scheduler moves nothing twice), and an item
+    larger than the rider's held deposit is refused and left out. Returns the items posted.
+    The caller must hold the rows that caused them (the rentals) locked, so no concurrent
+    movement of the same rider can change the balances read here."""
+    if not items:
+        return []
+    now = clock.now()
+    session.flush()
+    repository.ensure_platform_accounts(session, now=now)
+    owed = repository.rider_balances(session, {i.rider_id for i in items})
+    fresh = repository.missing_keys(session, [i.idempotency_key for i in items])
+    ready: list[tuple[Forfeiture, tuple[rules.PostingLine, ...]]] = []
+    for item in items:
+        if item.idempotency_key not in fresh:
+            continue
+        fen = rules.require_amount(item.amount)
+        held = Fen(-owed.get(item.rider_id, 0))
+        if fen > held:
+            log.error(
+                "forfeiture %s refused: rider %s holds %s fen, not %s",
+                item.idempotency_key,
+                item.rider_id,
+                held,
+                fen,
+            )
+            continue
+        owed[item.rider_id] = owed.get(item.rider_id, 0) + fen
+        lines = rules.postings_for(
+            EntryKind.DEPOSIT_FORFEITED,
+            rider_id=item.rider_id,
+            amount=fen,
+            owed=held,
+            forfeited=Fen(0),
+        )
+        ready.append((item, lines))
+    repository.add_entries(
+        session,
+        EntryKind.DEPOSIT_FORFEITED,
+        [(i.rider_id, i.amount, i.idempotency_key, i.reference, lines) for i, lines in ready],
+        now=now,
+    )
+    return [i for i, _ in ready]

@@ -2,7 +2,7 @@
 
 from server.models.base import Base
 from server.models.command import CommandRecord
-from server.models.deposit import DepositPayment, DepositStatus
+from server.models.deposit import DepositPayment, DepositRefund, DepositStatus, RefundStatus
 from server.models.kiosk import (
     Kiosk,
     KioskFault,
@@ -19,15 +19,27 @@ from server.models.ledger import (
     LedgerAccount,
     Posting,
 )
+from server.models.notification import Notification, NotificationStatus
 from server.models.partner import Partner
+from server.models.rental import (
+    OPEN_STATUSES,
+    AuditLog,
+    Rental,
+    RentalStatus,
+    Umbrella,
+    UmbrellaState,
+)
 from server.models.rider import Rider, RiderSession
 from server.models.uplink import RejectedUplink, UplinkReceipt
 
 __all__ = [
+    "OPEN_STATUSES",
     "AccountType",
+    "AuditLog",
     "Base",
     "CommandRecord",
     "DepositPayment",
+    "DepositRefund",
     "DepositStatus",
     "EntryKind",
     "JournalEntry",
@@ -35,14 +47,21 @@ __all__ = [
     "KioskFault",
     "KioskState",
     "LedgerAccount",
+    "Notification",
+    "NotificationStatus",
     "Partner",
     "Posting",
+    "RefundStatus",
     "RejectedUplink",
+    "Rental",
+    "RentalStatus",
     "Rider",
     "RiderSession",
     "Slot",
     "SlotDisagreement",
     "SlotEventRecord",
     "SlotStatus",
+    "Umbrella",
+    "UmbrellaState",
     "UplinkReceipt",
 ]

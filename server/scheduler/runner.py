@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.orm import Session
 
 from server.config import Settings
 from server.core.clock import clock
 from server.core.db import Database
 from server.core.shared_state import SharedState, make_shared_state
 from server.kiosk_state import jobs as kiosk_jobs
+from server.rentals import jobs as rental_jobs
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ def build_scheduler(
     )
 
     def presence_timeout() -> None:
-        with db.transaction() as session:
+        with db.transaction(immediate=True) as session:
             n = kiosk_jobs.mark_silent_kiosks_offline(
                 session, clock.now(), settings.presence_timeout_s, shared_state=shared_state
             )
@@ -38,7 +40,7 @@ def build_scheduler(
             log.info("presence timeout: %d silent kiosk(s) marked offline", n)
 
     def prune_receipts() -> None:
-        with db.transaction() as session:
+        with db.transaction(immediate=True) as session:
             n = kiosk_jobs.prune_receipts(session, clock.now(), settings.receipt_retention_days)
         log.info("pruned %d uplink receipts older than %d days", n, settings.receipt_retention_days)
 
@@ -51,17 +53,44 @@ def build_scheduler(
 
         def reconcile_deposits() -> None:
             # Each run is one transaction; rows locked by a concurrent run are skipped.
-            with db.transaction() as session:
+            with db.transaction(immediate=True) as session:
                 n = reconcile_pending_deposits(session, pay, clock.now(), timedelta(minutes=2))
             if n:
                 log.info("reconciled %d deposit payment(s) whose notification was lost", n)
 
         scheduler.add_job(_logged(reconcile_deposits), "interval", seconds=60, id="reconcile")
 
+    def forfeit_overdue() -> None:
+        total = run_in_chunks(db, rental_jobs.forfeit_overdue)
+        if total:
+            log.info("forfeited the deposit of %d overdue rental(s)", total)
+
+    def deadline_reminders() -> None:
+        total = run_in_chunks(db, rental_jobs.send_reminders)
+        if total:
+            log.info("queued %d deadline reminder(s)", total)
+
+    scheduler.add_job(_logged(forfeit_overdue), "interval", seconds=60, id="forfeit_overdue")
+    scheduler.add_job(_logged(deadline_reminders), "interval", seconds=300, id="reminders")
+
     every = max(5, settings.presence_timeout_s // 6)
     scheduler.add_job(_logged(presence_timeout), "interval", seconds=every, id="presence_timeout")
     scheduler.add_job(_logged(prune_receipts), "cron", hour=3, minute=17, id="prune_receipts")
     return scheduler
+
+
+def run_in_chunks(
+    db: Database, job: Callable[[Session, datetime], int], chunk: int = rental_jobs.CHUNK
+) -> int:
+    """Run a chunked job until a chunk comes back short; each chunk is one transaction, so
+    a failure loses at most one chunk's work (it is retried on the next run)."""
+    total = 0
+    while True:
+        with db.transaction(immediate=True) as session:
+            n = job(session, clock.now())
+        total += n
+        if n < chunk:
+            return total
 
 
 def _logged(job: Callable[[], None]) -> Callable[[], None]:

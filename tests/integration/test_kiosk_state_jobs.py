@@ -32,11 +32,16 @@ def test_receipts_older_than_the_retention_are_pruned_and_newer_ones_kept(db: Da
     assert left == [3, 4]
 
 
-def test_scheduler_runs_presence_timeout_and_receipt_pruning() -> None:
+def test_scheduler_runs_presence_rentals_and_receipt_jobs() -> None:
     settings = Settings(database_url="sqlite:///:memory:")
     database = Database(settings.db_url)
     try:
         scheduler = build_scheduler(settings, database, MemorySharedState())
-        assert {j.id for j in scheduler.get_jobs()} == {"presence_timeout", "prune_receipts"}
+        assert {j.id for j in scheduler.get_jobs()} >= {
+            "presence_timeout",
+            "prune_receipts",
+            "forfeit_overdue",
+            "reminders",
+        }
     finally:
         database.dispose()

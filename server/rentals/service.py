@@ -1,0 +1,553 @@
+"""Rental use cases (SPEC §2): rent with a confirmed eject, return anywhere, operator end.
+
+Renting spans a device round trip, so it is three short units of work rather than one long
+transaction: reserve (commit, so the bridge can match the kiosk's answer), unlock through the
+command channel, settle the answer. Whatever happens between them, the rental ends in one
+state, decided under the rental's row lock: the API's answer and the kiosk's slot event,
+which may arrive at another process, meet there. The bridge side (`apply_slot_changes`)
+runs inside the bridge batch's transaction and flushes, never commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from firmware_protocol.messages import CmdOp, CmdResult, SlotEventKind
+from server.core.clock import clock, from_ms
+from server.core.db import Database
+from server.core.errors import Conflict, NotFound
+from server.core.money import Fen
+from server.kiosk_state.service import SlotActivity
+from server.ledger import service as ledger
+from server.models import (
+    AuditLog,
+    DepositStatus,
+    EntryKind,
+    Rental,
+    RentalStatus,
+    UmbrellaState,
+)
+from server.models.deposit import DepositPayment
+from server.notifications import rules as notes
+from server.notifications import service as notifications
+from server.rentals import repository as repo
+from server.rentals import rules
+from server.rentals.rules import Failure, Next, ReturnEffect
+
+if TYPE_CHECKING:
+    from server.bridge.commands import CommandChannel
+
+log = logging.getLogger(__name__)
+
+#: A kiosk timestamp later than our receipt by more than this is a fast clock: we use the
+#: receipt time instead (a return cannot have been seen after we heard of it).
+FUTURE_TOLERANCE = timedelta(seconds=60)
+_POLL_S = 0.05
+
+
+class RentalFailed(Conflict):
+    """The rental did not start; nothing was charged and nothing is left open."""
+
+    def __init__(self, failure: Failure, rental_id: int | None = None, **details: object) -> None:
+        super().__init__(rules.FAILURE_MESSAGES[failure], rental_id=rental_id, **details)
+        self.code = failure.value
+        self.failure = failure
+        self.status_code = 504 if failure is Failure.KIOSK_TIMEOUT else 409
+
+
+class DepositRequired(Conflict):
+    code = "deposit_required"
+
+
+class RentalOpen(Conflict):
+    code = "rental_open"
+
+
+class UnknownKiosk(NotFound):
+    code = "unknown_kiosk"
+
+
+class NotEndable(Conflict):
+    code = "rental_not_endable"
+
+
+@dataclass(frozen=True)
+class RentResult:
+    rental: Rental
+    #: False when the Idempotency-Key found an earlier request's rental.
+    created: bool
+
+
+@dataclass
+class _Attempt:
+    rental_id: int
+    kiosk_id: str
+    slot_no: int
+    cmd_id: str
+    tried: set[int] = field(default_factory=set)
+
+
+def rent(
+    db: Database,
+    channel: CommandChannel,
+    rider_id: int,
+    kiosk_id: str,
+    idempotency_key: str,
+    *,
+    answer_wait_s: float,
+    command_expiry_s: float,
+) -> RentResult:
+    """Rent an umbrella at `kiosk_id` (SPEC §2 Rent). Returns the rental once it is active;
+    raises `RentalFailed` (with the reason) when it did not start. The same Idempotency-Key
+    returns the same rental (waiting for its outcome if it is still being unlocked)."""
+    with db.transaction(immediate=True) as session:
+        existing = repo.by_key(session, rider_id, idempotency_key)
+        attempt = (
+            None if existing is not None else _reserve(session, rider_id, kiosk_id, idempotency_key)
+        )
+        rental_id = existing.id if existing is not None else attempt.rental_id  # type: ignore[union-attr]
+    if attempt is None:
+        return RentResult(
+            _outcome(_await_settled(db, rental_id, answer_wait_s + 5.0)), created=False
+        )
+
+    while True:
+        try:
+            result = channel.send(
+                attempt.kiosk_id,
+                CmdOp.UNLOCK,
+                attempt.slot_no,
+                cmd_id=attempt.cmd_id,
+                timeout_s=answer_wait_s,
+                expires_in_s=command_expiry_s,
+            )
+        except Exception:
+            # The broker did not take the unlock: nothing can open, so nothing stays open.
+            with db.transaction(immediate=True) as session:
+                _settle_answer(session, attempt, None)
+            raise
+        with db.transaction(immediate=True) as session:
+            rental, again = _settle_answer(session, attempt, result)
+        if not again:
+            return RentResult(_outcome(rental), created=True)
+
+
+def _outcome(rental: Rental) -> Rental:
+    if rental.status is RentalStatus.FAILED:
+        try:
+            failure = Failure(rental.reason or "")
+        except ValueError:  # ended by an operator: the reason is theirs
+            failure = Failure.REFUSED
+        raise RentalFailed(failure, rental.id, kiosk_id=rental.kiosk_id)
+    if rental.status is RentalStatus.EJECTING:
+        raise RentalFailed(Failure.KIOSK_TIMEOUT, rental.id, kiosk_id=rental.kiosk_id)
+    return rental
+
+
+def _reserve(session: Session, rider_id: int, kiosk_id: str, idempotency_key: str) -> _Attempt:
+    registered, online = repo.kiosk_presence(session, kiosk_id)
+    if not registered:
+        raise UnknownKiosk(f"no kiosk {kiosk_id!r}", kiosk_id=kiosk_id)
+    if not online:
+        raise RentalFailed(Failure.KIOSK_OFFLINE, kiosk_id=kiosk_id)
+    payment = repo.lock_held_payment(session, rider_id)
+    if payment is None:
+        raise DepositRequired("pay the 30-yuan deposit before renting", rider_id=rider_id)
+    current = repo.open_rental(session, rider_id)
+    if current is not None:
+        raise RentalOpen(
+            "you already have an umbrella (or one is being unlocked); return it first",
+            rental_id=current.id,
+        )
+    now = clock.now()
+    taken: set[int] = set()
+    while True:
+        picked = rules.pick_slot(repo.rentable_slots(session, kiosk_id), exclude=taken)
+        if picked is None:
+            raise RentalFailed(Failure.NO_UMBRELLA, kiosk_id=kiosk_id)
+        slot_no, tag = picked
+        rental = Rental(
+            rider_id=rider_id,
+            idempotency_key=idempotency_key,
+            deposit_payment_id=payment.id,
+            deposit_fen=payment.amount_fen,
+            status=RentalStatus.EJECTING,
+            kiosk_id=kiosk_id,
+            slot_no=slot_no,
+            cmd_id=uuid.uuid4().hex,
+            attempts=1,
+            umbrella_tag=tag,
+            created_at=now,
+            updated_at=now,
+            reminders_sent=0,
+        )
+        try:
+            with session.begin_nested():
+                session.add(rental)
+        except IntegrityError:
+            # Another rider's unlock took this slot a moment ago (uq_rentals_one_eject_per_slot),
+            # or this rider's other request won (one open rental, same key): look again.
+            if (
+                repo.by_key(session, rider_id, idempotency_key) is not None
+                or repo.open_rental(session, rider_id) is not None
+            ):
+                raise RentalOpen("another request of yours is renting right now") from None
+            taken.add(slot_no)
+            continue
+        assert rental.cmd_id is not None
+        return _Attempt(rental.id, kiosk_id, slot_no, rental.cmd_id, {slot_no})
+
+
+def _settle_answer(
+    session: Session, attempt: _Attempt, result: CmdResult | None
+) -> tuple[Rental, bool]:
+    """Apply the kiosk's answer (or its silence) under the rental's lock; True = send another
+    unlock (attempt updated in place)."""
+    rental = repo.by_id(session, attempt.rental_id, lock=True)
+    assert rental is not None
+    if rental.status is not RentalStatus.EJECTING or rental.cmd_id != attempt.cmd_id:
+        return rental, False  # the slot event got here first (activated), or it already ended
+    outcome = rules.unlock_outcome(None if result is None else result.status)
+    now = clock.now()
+    if outcome.next is Next.ACTIVATE:
+        assert result is not None
+        tag = None if result.tag is None else result.tag.hex().upper()
+        # The SlotEvent `out` (seq before the result) carries the exact moment; when it is
+        # processed by another bridge later, it moves started_at back to that moment.
+        _activate(session, rental, from_ms(result.ts_ms), tag, now)
+        return rental, False
+    if outcome.next is Next.TRY_ANOTHER_SLOT and rental.attempts < rules.MAX_EJECT_ATTEMPTS:
+        while True:
+            picked = rules.pick_slot(
+                repo.rentable_slots(session, rental.kiosk_id), exclude=attempt.tried
+            )
+            if picked is None:
+                break
+            slot_no, tag = picked
+            attempt.tried.add(slot_no)
+            try:
+                with session.begin_nested():
+                    rental.slot_no = slot_no
+                    rental.umbrella_tag = tag
+                    rental.cmd_id = uuid.uuid4().hex
+                    rental.attempts += 1
+                    rental.updated_at = now
+                    session.flush()
+            except IntegrityError:
+                session.refresh(rental)
+                continue
+            assert rental.cmd_id is not None
+            attempt.slot_no, attempt.cmd_id = slot_no, rental.cmd_id
+            log.info(
+                "rental %s: slot answered %s, trying slot %s",
+                rental.id,
+                result and result.status,
+                slot_no,
+            )
+            return rental, True
+    failure = outcome.failure or Failure.REFUSED
+    rental.status = RentalStatus.FAILED
+    rental.reason = failure.value
+    rental.ended_at = now
+    rental.updated_at = now
+    session.flush()
+    return rental, False
+
+
+def _await_settled(db: Database, rental_id: int, wait_s: float) -> Rental:
+    """A repeated request (same Idempotency-Key) while the first is still unlocking: wait for
+    the first one's outcome rather than send a second unlock."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with db.transaction() as session:
+            rental = repo.by_id(session, rental_id)
+        assert rental is not None
+        if rental.status is not RentalStatus.EJECTING or time.monotonic() >= deadline:
+            return rental
+        time.sleep(_POLL_S)
+
+
+def _activate(
+    session: Session, rental: Rental, started_at: datetime, tag: str | None, now: datetime
+) -> None:
+    """The kiosk confirmed the umbrella left the slot (SPEC §2): the free window starts at the
+    kiosk's timestamp. Idempotent; an earlier timestamp for an active rental wins."""
+    if rental.status is RentalStatus.ACTIVE:
+        if rental.started_at is not None and started_at < rental.started_at:
+            rental.started_at = started_at
+            rental.deadline_at = rules.deadline_for(started_at)
+            rental.updated_at = now
+        return
+    if rental.status is RentalStatus.FAILED:
+        # The kiosk gave the umbrella after we stopped waiting (a lost or late answer): the
+        # umbrella is with this rider, so the rental is real, unless the rider has since
+        # started another one (then the umbrella is unaccounted for: lost, for operators).
+        if repo.open_rental(session, rental.rider_id) is not None:
+            log.error("rental %s: umbrella left the slot late, rider has another rental", rental.id)
+            if tag:
+                repo.set_umbrella(session, tag, UmbrellaState.LOST, now)
+            return
+    elif rental.status is not RentalStatus.EJECTING:
+        return
+    rental.status = RentalStatus.ACTIVE
+    rental.reason = None
+    rental.ended_at = None
+    rental.started_at = started_at
+    rental.deadline_at = rules.deadline_for(started_at)
+    rental.umbrella_tag = tag or rental.umbrella_tag
+    rental.updated_at = now
+    session.flush()
+    if rental.umbrella_tag:
+        repo.set_umbrella(session, rental.umbrella_tag, UmbrellaState.ON_RENT, now)
+    notifications.enqueue(
+        session,
+        rental.rider_id,
+        notes.RENTAL_STARTED,
+        f"rental:{rental.id}",
+        {
+            "rental_id": rental.id,
+            "kiosk_id": rental.kiosk_id,
+            "started_at": started_at.isoformat(),
+            "deadline_at": rental.deadline_at.isoformat(),
+        },
+    )
+
+
+def _end(
+    session: Session,
+    rental: Rental,
+    effect: ReturnEffect,
+    seen_at: datetime,
+    kiosk_id: str,
+    slot_no: int,
+    now: datetime,
+) -> None:
+    if effect is ReturnEffect.NONE:
+        return
+    rental.returned_at = seen_at
+    rental.return_kiosk_id = kiosk_id
+    rental.return_slot_no = slot_no
+    rental.updated_at = now
+    if effect is ReturnEffect.FORFEIT_AND_RESTOCK:
+        _forfeit(session, rental, now)
+        effect = ReturnEffect.RESTOCK_ONLY
+    if effect is ReturnEffect.RESTOCK_ONLY:
+        session.flush()
+        log.info("rental %s: umbrella back after the deadline; deposit stays forfeited", rental.id)
+        return
+    rental.status = RentalStatus.RETURNED
+    rental.ended_at = now
+    session.flush()
+    subject = f"rental:{rental.id}"
+    if effect is ReturnEffect.END_AND_REVERSE:
+        # SPEC §2: a return the kiosk saw before the deadline undoes the forfeiture.
+        ledger.post(
+            session,
+            EntryKind.FORFEITURE_REVERSED,
+            rider_id=str(rental.rider_id),
+            amount=Fen(rental.deposit_fen),
+            idempotency_key=f"unforfeit:{subject}",
+            reference=subject,
+        )
+        payment = session.get(DepositPayment, rental.deposit_payment_id, with_for_update=True)
+        if payment is not None and payment.status is DepositStatus.FORFEITED:
+            payment.status = DepositStatus.HELD
+        notifications.enqueue(
+            session,
+            rental.rider_id,
+            notes.FORFEITURE_REVERSED,
+            subject,
+            {
+                "rental_id": rental.id,
+                "amount_fen": rental.deposit_fen,
+                "returned_at": seen_at.isoformat(),
+            },
+        )
+    notifications.enqueue(
+        session,
+        rental.rider_id,
+        notes.RENTAL_RETURNED,
+        subject,
+        {"rental_id": rental.id, "kiosk_id": kiosk_id, "returned_at": seen_at.isoformat()},
+    )
+
+
+def _forfeit(session: Session, rental: Rental, now: datetime) -> None:
+    """One rental's forfeiture, the same movement and key as the sweep's
+    (`rentals.jobs.forfeit_overdue`), for a late return that reaches us before the sweep."""
+    subject = f"rental:{rental.id}"
+    ledger.post(
+        session,
+        EntryKind.DEPOSIT_FORFEITED,
+        rider_id=str(rental.rider_id),
+        amount=Fen(rental.deposit_fen),
+        idempotency_key=f"forfeit:{subject}",
+        reference=subject,
+    )
+    rental.status = RentalStatus.FORFEITED
+    rental.forfeited_at = now
+    payment = session.get(DepositPayment, rental.deposit_payment_id, with_for_update=True)
+    if payment is not None and payment.status is DepositStatus.HELD:
+        payment.status = DepositStatus.FORFEITED
+    notifications.enqueue(
+        session,
+        rental.rider_id,
+        notes.DEPOSIT_FORFEITED,
+        subject,
+        {
+            "rental_id": rental.id,
+            "amount_fen": rental.deposit_fen,
+            "deadline_at": None if rental.deadline_at is None else rental.deadline_at.isoformat(),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- bridge side
+
+
+def apply_slot_activity(session: Session, activity: SlotActivity) -> None:
+    """The bridge's hook (`KioskStateService.on_slots`), in its batch transaction, with the
+    batch's new slot events (in seq order) and changed slot rows: umbrellas are registered
+    and located, an unlock that released an umbrella activates its rental, an inserted
+    umbrella ends its rental at the kiosk's timestamp (SPEC §2 Return anywhere)."""
+    events = activity.events
+    # Lock order, the same everywhere: rentals, then umbrellas, deposits and the ledger (the
+    # forfeiture sweep locks its rentals first too), so the two never deadlock.
+    by_cmd = repo.rentals_by_cmd(
+        session,
+        {ev.cmd_id for ev, *_ in events if ev.kind is SlotEventKind.REMOVED and ev.cmd_id},
+    )
+    by_tag = repo.returnable_by_tag(
+        session, {tag for ev, tag, *_ in events if ev.kind is SlotEventKind.INSERTED and tag}
+    )
+    now = clock.now()
+    repo.upsert_umbrellas(
+        session,
+        [
+            {
+                "tag": tag,
+                "kiosk_id": kiosk_id,
+                "slot_no": slot_no,
+                "state": UmbrellaState.IN_SLOT,
+                "now": now,
+                "sticky": True,
+            }
+            for kiosk_id, slot_no, tag in activity.changed
+            if tag
+        ],
+    )
+    if not events:
+        return
+    for ev, tag, kiosk_seen_at, received_at in events:
+        # A kiosk clock running ahead cannot push a moment past when we heard of it.
+        seen_at = min(kiosk_seen_at, received_at + FUTURE_TOLERANCE)
+        if ev.kind is SlotEventKind.REMOVED:
+            rental = by_cmd.get(ev.cmd_id) if ev.cmd_id else None
+            if rental is not None and rental.kiosk_id == ev.kiosk_id:
+                _activate(session, rental, seen_at, tag, now)
+                if rental.status is RentalStatus.ACTIVE and rental.umbrella_tag:
+                    by_tag[rental.umbrella_tag] = rental
+            elif tag:
+                # Out of a slot without an unlock of ours: forced, or taken by staff.
+                repo.set_umbrella(session, tag, UmbrellaState.LOST, now)
+            continue
+        if not tag:
+            continue
+        rental = by_tag.pop(tag, None)
+        if rental is not None:
+            # Never before the rental began (a kiosk clock running behind).
+            seen_at = max(seen_at, rental.started_at or seen_at)
+            effect = rules.return_effect(rental.status, rental.deadline_at, seen_at)
+            _end(session, rental, effect, seen_at, ev.kiosk_id, ev.slot, now)
+        repo.set_umbrella(
+            session, tag, UmbrellaState.IN_SLOT, now, kiosk_id=ev.kiosk_id, slot_no=ev.slot
+        )
+    session.flush()
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def force_end(session: Session, rental_id: int, *, reason: str, actor: str) -> Rental:
+    """An operator ends a rental that is stuck (SPEC §2 operations); kept in the audit log.
+    An unlock still pending is failed; an active rental ends without forfeiture."""
+    rental = repo.by_id(session, rental_id, lock=True)
+    if rental is None:
+        raise NotFound(f"no rental {rental_id}", rental_id=rental_id)
+    if rental.status not in (RentalStatus.EJECTING, RentalStatus.ACTIVE):
+        raise NotEndable(
+            f"rental {rental_id} is {rental.status.value}; only an ejecting or active rental "
+            "can be ended",
+            rental_id=rental_id,
+            status=rental.status.value,
+        )
+    now = clock.now()
+    before = rental.status
+    rental.status = RentalStatus.FAILED if before is RentalStatus.EJECTING else RentalStatus.ENDED
+    rental.reason = reason[:255]
+    rental.ended_at = now
+    rental.updated_at = now
+    if before is RentalStatus.ACTIVE and rental.umbrella_tag:
+        umbrella = repo.umbrella(session, rental.umbrella_tag)
+        if umbrella is not None and umbrella.state is UmbrellaState.ON_RENT:
+            repo.set_umbrella(session, rental.umbrella_tag, UmbrellaState.LOST, now)
+    repo.add_audit(
+        session,
+        AuditLog(
+            actor=actor,
+            action="rental.force_end",
+            subject=f"rental:{rental.id}",
+            reason=reason,
+            detail=f"status {before.value} -> {rental.status.value}",
+            created_at=now,
+        ),
+    )
+    if before is RentalStatus.ACTIVE:
+        notifications.enqueue(
+            session,
+            rental.rider_id,
+            notes.RENTAL_ENDED_BY_OPERATOR,
+            f"rental:{rental.id}",
+            {"rental_id": rental.id, "reason": reason[:100]},
+        )
+    session.flush()
+    return rental
+
+
+def current_rental(session: Session, rider_id: int) -> Rental | None:
+    return repo.open_rental(session, rider_id)
+
+
+def history(
+    session: Session, rider_id: int, *, limit: int = 20, before_id: int | None = None
+) -> Sequence[Rental]:
+    return repo.history(session, rider_id, limit=limit, before_id=before_id)
+
+
+def get_for_rider(session: Session, rider_id: int, rental_id: int) -> Rental:
+    rental = repo.by_id(session, rental_id)
+    if rental is None or rental.rider_id != rider_id:
+        # Another rider's rental is as invisible as a missing one.
+        raise NotFound(f"no rental {rental_id}", rental_id=rental_id)
+    return rental
+
+
+def stuck_rentals(
+    session: Session, *, ejecting_for: timedelta, overdue_for: timedelta, limit: int = 100
+) -> dict[str, Sequence[Rental]]:
+    """Rentals stuck in a state: unlocks unanswered for `ejecting_for`; active rentals past
+    their deadline by `overdue_for` (the sweep is behind); active rentals whose umbrella is
+    back in a slot (the return event never came)."""
+    now = clock.now()
+    return repo.stuck(
+        session, ejecting_before=now - ejecting_for, overdue_before=now - overdue_for, limit=limit
+    )
