@@ -66,9 +66,9 @@ def services(request: Request) -> AppServices:
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    # Requests that may write take SQLite's write lock up front (core/db.py); reads don't.
-    writes = request.method not in ("GET", "HEAD", "OPTIONS")
-    with services(request).db.transaction(immediate=writes) as session:
+    # Deferred, not immediate: the rider dependency of a rent request holds this session
+    # while the rent's own units of work take SQLite's write lock.
+    with services(request).db.transaction() as session:
         yield session
 
 

@@ -64,6 +64,9 @@ class RedisSharedState:
     #: bridge more client-side packing than the rest of its Redis work together.
     _MARK_SEEN = "for _, k in ipairs(KEYS) do redis.call('SET', k, '1', 'EX', ARGV[1]) end"
 
+    #: Longest single BLPOP of `wait_result`.
+    BLOCK_SLICE_S = 1.0
+
     def __init__(self, url: str, *, namespace: str = "umb") -> None:
         self._r = redis.Redis.from_url(url)
         self._ns = namespace
@@ -97,11 +100,18 @@ class RedisSharedState:
         if timeout_s <= 0:  # BLPOP 0 would block forever
             got = self._r.lpop(name)
             return got if isinstance(got, bytes) else None
-        popped = self._r.blpop([name], timeout=timeout_s)
-        if popped is None:
-            return None
-        value = popped[1]
-        return value if isinstance(value, bytes) else None
+        # BLPOP in slices: a read blocked for long on an idle socket can be cut by the
+        # network in between (a 5-s idle read limit was seen here), and a slice also bounds
+        # how long a stopped waiter lingers.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            popped = self._r.blpop([name], timeout=min(left, self.BLOCK_SLICE_S))
+            if popped is not None:
+                value = popped[1]
+                return value if isinstance(value, bytes) else None
 
     def set_presence(
         self, kiosk_id: str, online: bool, conn: int, last_seen_ms: int | None

@@ -110,15 +110,11 @@ def rent(
     raises `RentalFailed` (with the reason) when it did not start. The same Idempotency-Key
     returns the same rental (waiting for its outcome if it is still being unlocked)."""
     with db.transaction(immediate=True) as session:
-        existing = repo.by_key(session, rider_id, idempotency_key)
-        attempt = (
-            None if existing is not None else _reserve(session, rider_id, kiosk_id, idempotency_key)
-        )
-        rental_id = existing.id if existing is not None else attempt.rental_id  # type: ignore[union-attr]
-    if attempt is None:
-        return RentResult(
-            _outcome(_await_settled(db, rental_id, answer_wait_s + 5.0)), created=False
-        )
+        reserved = _reserve(session, rider_id, kiosk_id, idempotency_key)
+    if isinstance(reserved, int):
+        settled = _await_settled(db, reserved, answer_wait_s + 5.0)
+        return RentResult(_outcome(settled), created=False)
+    attempt = reserved
 
     while True:
         try:
@@ -153,13 +149,24 @@ def _outcome(rental: Rental) -> Rental:
     return rental
 
 
-def _reserve(session: Session, rider_id: int, kiosk_id: str, idempotency_key: str) -> _Attempt:
+def _reserve(
+    session: Session, rider_id: int, kiosk_id: str, idempotency_key: str
+) -> _Attempt | int:
+    """Pick a slot and record the rental `ejecting`; or the id of the rental an earlier
+    request with the same key made."""
+    existing = repo.by_key(session, rider_id, idempotency_key)
+    if existing is not None:
+        return existing.id
     registered, online = repo.kiosk_presence(session, kiosk_id)
     if not registered:
         raise UnknownKiosk(f"no kiosk {kiosk_id!r}", kiosk_id=kiosk_id)
     if not online:
         raise RentalFailed(Failure.KIOSK_OFFLINE, kiosk_id=kiosk_id)
     payment = repo.lock_held_payment(session, rider_id)
+    # The lock serializes this rider's requests: look again for a twin that just committed.
+    existing = repo.by_key(session, rider_id, idempotency_key)
+    if existing is not None:
+        return existing.id
     if payment is None:
         raise DepositRequired("pay the 30-yuan deposit before renting", rider_id=rider_id)
     current = repo.open_rental(session, rider_id)
