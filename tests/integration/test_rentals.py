@@ -8,8 +8,9 @@ way the command channel would.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -81,7 +82,8 @@ class AnsweringKiosk:
         self, kiosk_id: str, op: CmdOp, slot: int | None = None, **kw: Any
     ) -> CmdResult | None:
         self.sent.append((kiosk_id, slot))
-        assert op is CmdOp.UNLOCK and slot is not None
+        assert op is CmdOp.UNLOCK
+        assert slot is not None
         status = self.answers.get(slot, CmdStatus.TAKEN)
         if status is None:
             return None
@@ -210,11 +212,9 @@ def test_rental_starts_at_the_kiosks_timestamp_and_a_return_anywhere_ends_it(
     rider = add_rider_with_deposit(db, "o-happy")
     rental = rent(db, kiosk, rider)
     assert rental.status is RentalStatus.ACTIVE
-    assert rental.slot_no == 1 and rental.umbrella_tag == TAGS[1]
-    assert (
-        rental.started_at is not None
-        and rental.deadline_at == rental.started_at + rules.FREE_WINDOW
-    )
+    assert (rental.slot_no, rental.umbrella_tag) == (1, TAGS[1])
+    assert rental.started_at is not None
+    assert rental.deadline_at == rental.started_at + rules.FREE_WINDOW
     assert umbrella(db, TAGS[1]).state is UmbrellaState.ON_RENT
 
     clock.advance(timedelta(hours=3))
@@ -295,7 +295,8 @@ def test_return_after_the_deadline_restocks_the_umbrella_and_the_deposit_stays_f
     kiosk.insert(K2, 3, TAGS[1], clock.now())
 
     after = reload(db, rental.id)
-    assert after.status is RentalStatus.FORFEITED and after.returned_at is not None
+    assert after.status is RentalStatus.FORFEITED
+    assert after.returned_at is not None
     assert held(db, rider) == 0
     assert entries(db, EntryKind.FORFEITURE_REVERSED) == 0
     u = umbrella(db, TAGS[1])
@@ -304,6 +305,27 @@ def test_return_after_the_deadline_restocks_the_umbrella_and_the_deposit_stays_f
     other = add_rider_with_deposit(db, "o-next")
     assert rent(db, kiosk, other, at=K2).umbrella_tag == TAGS[1]
     assert invariants(db) == []
+
+
+def _race(*calls: Callable[[], object]) -> None:
+    """Run the calls at once (released by one barrier); re-raise the first failure."""
+    go = threading.Barrier(len(calls))
+    errors: list[BaseException] = []
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            go.wait()
+            call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    if errors:
+        raise errors[0]
 
 
 @pytest.mark.parametrize("seen_before_deadline_ms", [1, 0])
@@ -319,29 +341,11 @@ def test_return_and_forfeiture_racing_at_the_deadline_produce_exactly_one_outcom
         assert rental.deadline_at is not None
         seen = rental.deadline_at - timedelta(milliseconds=seen_before_deadline_ms)
         clock.advance(rental.deadline_at + timedelta(seconds=1) - clock.now())
-        go = threading.Barrier(2)
-        errors: list[BaseException] = []
-
-        def sweep() -> None:
-            try:
-                go.wait()
-                forfeit(db, clock.now())
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        def give_back() -> None:
-            try:
-                go.wait()
-                kiosk.insert(K2, 1 + attempt, TAGS[1], seen)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=sweep), threading.Thread(target=give_back)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert errors == []
+        slot = 1 + attempt
+        _race(
+            lambda: forfeit(db, clock.now()),
+            functools.partial(kiosk.insert, K2, slot, TAGS[1], seen),
+        )
         forfeit(db, clock.now())  # whatever the racing sweep skipped
         after = reload(db, rental.id)
         if seen_before_deadline_ms:
@@ -393,7 +397,7 @@ def test_jammed_slot_is_skipped_and_the_next_umbrella_is_unlocked(
     rider = add_rider_with_deposit(db, "o-jam")
     kiosk.answers[1] = CmdStatus.JAMMED
     rental = rent(db, kiosk, rider)
-    assert rental.status is RentalStatus.ACTIVE and rental.slot_no == 2
+    assert (rental.status, rental.slot_no) == (RentalStatus.ACTIVE, 2)
     assert [s for _, s in kiosk.sent] == [1, 2]
     assert rental.attempts == 2
 
