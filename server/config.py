@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -94,7 +95,7 @@ class Settings(BaseSettings):
     wechat_tpl_rental_ended: str = "standin-tpl-rental-ended"
     #: The mini-program page a message card opens, and which version of the mini-program.
     wechat_subscribe_page: str = "pages/rentals/index"
-    wechat_miniprogram_state: str = "formal"
+    wechat_miniprogram_state: Literal["developer", "trial", "formal"] = "formal"
     #: How often the scheduler drains the notification outbox, and how many per run at most.
     notification_send_interval_s: int = 10
     notification_batch_max: int = 200

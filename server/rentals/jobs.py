@@ -95,7 +95,11 @@ def send_reminders(session: Session, now: datetime, *, limit: int = CHUNK) -> in
                     "kind": kind,
                     "dedup_key": notes.dedup_key(kind, f"rental:{r.id}"),
                     "payload": json.dumps(
-                        {"rental_id": r.id, "deadline_at": _iso(r.deadline_at)},
+                        {
+                            "rental_id": r.id,
+                            "deadline_at": _iso(r.deadline_at),
+                            "amount_fen": r.deposit_fen,
+                        },
                         sort_keys=True,
                     ),
                     "now": now,

@@ -332,6 +332,7 @@ class ReminderDue:
     id: int
     rider_id: int
     deadline_at: datetime | None
+    deposit_fen: int
 
 
 def claim_reminders(
@@ -340,7 +341,7 @@ def claim_reminders(
     """Active rentals whose deadline is at or before `deadline_by` and that have had fewer
     than `stage` reminders; marks them as having had `stage`."""
     rows = session.execute(
-        select(Rental.id, Rental.rider_id, Rental.deadline_at)
+        select(Rental.id, Rental.rider_id, Rental.deadline_at, Rental.deposit_fen)
         .where(
             Rental.status == RentalStatus.ACTIVE,
             Rental.deadline_at <= deadline_by,

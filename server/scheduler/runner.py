@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session
 
@@ -69,6 +70,28 @@ def build_scheduler(
         total = run_in_chunks(db, rental_jobs.send_reminders)
         if total:
             log.info("queued %d deadline reminder(s)", total)
+
+    if settings.wechat_login_configured:
+        from server.notifications.jobs import send_pending
+        from server.notifications.templates import TemplateSet
+        from server.wechat.miniprogram import MiniProgramClient
+
+        mini = MiniProgramClient(
+            settings.wechat_appid, settings.wechat_app_secret, base_url=settings.wechat_api_base_url
+        )
+        templates = TemplateSet.from_settings(settings)
+
+        def send_notifications() -> None:
+            # One transaction per notification (notifications/jobs.py says why).
+            send_pending(db, mini, templates, clock.now(), limit=settings.notification_batch_max)
+
+        scheduler.add_job(
+            _logged(send_notifications),
+            "interval",
+            seconds=settings.notification_send_interval_s,
+            id="send_notifications",
+        )
+        scheduler.add_listener(lambda event: mini.close(), EVENT_SCHEDULER_SHUTDOWN)
 
     scheduler.add_job(_logged(forfeit_overdue), "interval", seconds=60, id="forfeit_overdue")
     scheduler.add_job(_logged(deadline_reminders), "interval", seconds=300, id="reminders")

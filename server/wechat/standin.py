@@ -7,18 +7,30 @@ AEAD_AES_256_GCM-encrypted with the APIv3 key, retrying until the merchant answe
 (WeChat's schedule is 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h; tests pass a
 schedule in milliseconds).
 
+Subscribe messages (订阅消息) too: the stable access token (`POST /cgi-bin/stable_token`,
+normal and force-refresh modes, 7200 s, a new token only in the last 5 minutes of the old
+one) and `POST /cgi-bin/message/subscribe/send`, which checks the token (40001 / 42001), the
+template id against the templates it knows (40037; by default the ones our settings name),
+and each value against WeChat's rules for its type (47003: thing at most 20 characters,
+amount, time, phrase...), then records the message.
+
 What it does not do: the real risk checks, https-only notify URLs (a local receiver is plain
-http), bills, profit sharing, and the platform-certificate download endpoint (the client is
-configured with the platform public key and serial, as with WeChat's 微信支付公钥 mode).
+http), bills, profit sharing, the platform-certificate download endpoint (the client is
+configured with the platform public key and serial, as with WeChat's 微信支付公钥 mode), and
+the rider's side of subscriptions: every rider is subscribed to every template, without the
+one-time quota, unless a test calls `refuse_subscribe`.
 
 Test hooks, in-process and over HTTP under `/_standin/`: `issue_login_code`, `pay`,
-`complete_refund`, `fail_next`, `fail_next_code2session`, and `notifications` (every
-notification sent, with its raw body and last headers, to replay, tamper with or forge).
+`complete_refund`, `fail_next`, `fail_next_code2session`, `notifications` (every
+notification sent, with its raw body and last headers, to replay, tamper with or forge);
+for subscribe messages `sent_messages`, `fail_next_subscribe`, `fail_next_token`,
+`expire_access_tokens` and `refuse_subscribe`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -29,7 +41,7 @@ import secrets
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,7 +55,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from server.config import Settings
 from server.core.clock import clock
+from server.notifications.templates import TemplateSet
 from server.payments import signing
 from server.payments.wechatpay import WeChatPayConfig
 
@@ -176,6 +190,45 @@ class SentNotification:
         return self.acknowledged.wait(timeout)
 
 
+@dataclass(frozen=True)
+class SubscribeMessageSent:
+    """One subscribe message WeChat accepted (subscribeMessage.send), as the rider sees it."""
+
+    msgid: int
+    touser: str
+    template_id: str
+    data: dict[str, str]
+    page: str | None
+    miniprogram_state: str
+    lang: str
+    sent_at: datetime
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "msgid": self.msgid,
+            "touser": self.touser,
+            "template_id": self.template_id,
+            "data": self.data,
+            "page": self.page,
+            "miniprogram_state": self.miniprogram_state,
+            "lang": self.lang,
+            "sent_at": self.sent_at.isoformat(),
+        }
+
+
+@dataclass
+class _AccessToken:
+    value: str
+    expires_at: datetime
+    revoked: bool = False
+
+
+#: WeChat's lifetime of an access token, and the last stretch of it in which the stable-token
+#: API's normal mode hands out the next token (the old one still works until it expires).
+ACCESS_TOKEN_TTL_S = 7200
+ACCESS_TOKEN_RENEW_S = 300
+
+
 class StandInError(Exception):
     """A test asked the stand-in for something WeChat would refuse (unknown order, ...)."""
 
@@ -204,6 +257,7 @@ class WeChatStandIn:
         retry_schedule_s: Sequence[float] = WECHAT_RETRY_SCHEDULE_S,
         notify_timeout_s: float = 5.0,
         auto_complete_refunds: bool = True,
+        subscribe_templates: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.host, self._port = host, port
         self.mchid, self.appid = mchid, appid
@@ -223,6 +277,13 @@ class WeChatStandIn:
         self.retry_schedule_s = tuple(retry_schedule_s)
         self.notify_timeout_s = notify_timeout_s
         self.auto_complete_refunds = auto_complete_refunds
+        # Template id -> its keys. By default the templates the settings name (UMB_WECHAT_TPL_*),
+        # so a stand-in and a server started from the same environment agree.
+        if subscribe_templates is None:
+            subscribe_templates = TemplateSet.from_settings(Settings()).catalog()
+        self.subscribe_templates = {k: tuple(v) for k, v in subscribe_templates.items()}
+        #: Seconds each subscribe send takes (tests widen race windows with it).
+        self.subscribe_latency_s = 0.0
 
         self.orders: dict[str, Order] = {}
         self.refunds: dict[str, Refund] = {}
@@ -233,6 +294,16 @@ class WeChatStandIn:
         self._used_codes: set[str] = set()
         self._forced_failures: dict[str, list[tuple[int, str, str]]] = {}
         self._forced_errcodes: list[int] = []
+        self._access_tokens: dict[str, _AccessToken] = {}
+        self._current_token: _AccessToken | None = None
+        #: Every stable_token call: (force_refresh, errcode), errcode 0 when a token was given.
+        self.token_requests: list[tuple[bool, int]] = []
+        self.subscribe_messages: list[SubscribeMessageSent] = []
+        #: Every subscribeMessage.send answered, delivered or not: (touser, errcode).
+        self.subscribe_attempts: list[tuple[str, int]] = []
+        self._forced_subscribe: list[int] = []
+        self._forced_token: list[int] = []
+        self._refusals: set[tuple[str, str | None]] = set()
         self._lock = threading.RLock()
         self._seq = itertools.count(1)
         self._stopping = threading.Event()
@@ -382,6 +453,36 @@ class WeChatStandIn:
 
     def fail_next_refunds(self, n: int = 1) -> None:
         self.fail_next("refund", n)
+
+    def fail_next_subscribe(self, *errcodes: int) -> None:
+        """The next subscribeMessage.send calls answer these errcodes (43101, -1, 45009,
+        42001...), in order, delivering nothing."""
+        with self._lock:
+            self._forced_subscribe.extend(errcodes)
+
+    def fail_next_token(self, *errcodes: int) -> None:
+        """The next stable_token calls answer these errcodes (-1, 45009, 40164...)."""
+        with self._lock:
+            self._forced_token.extend(errcodes)
+
+    def expire_access_tokens(self) -> None:
+        """Every access token handed out so far expires now (WeChat answers 42001), whatever
+        the client believes; the next stable_token call gives a new one."""
+        now = clock.now()
+        with self._lock:
+            for token in self._access_tokens.values():
+                token.expires_at = min(token.expires_at, now - timedelta(seconds=1))
+
+    def refuse_subscribe(self, openid: str, template_id: str | None = None) -> None:
+        """The rider turned these messages off (or never subscribed): 43101 for `template_id`,
+        or for every template when None."""
+        with self._lock:
+            self._refusals.add((openid, template_id))
+
+    def sent_messages(self, openid: str | None = None) -> list[SubscribeMessageSent]:
+        """Subscribe messages delivered, oldest first; only `openid`'s when given."""
+        with self._lock:
+            return [m for m in self.subscribe_messages if openid is None or m.touser == openid]
 
     def find_order(self, ref: str) -> Order:
         with self._lock:
@@ -564,6 +665,23 @@ class WeChatStandIn:
             Route("/_standin/login-codes", self._h_admin_login_code, methods=["POST"]),
             Route("/_standin/notifications", self._h_admin_notifications, methods=["GET"]),
             Route("/_standin/platform-key", self._h_admin_platform_key, methods=["GET"]),
+            Route("/cgi-bin/stable_token", self._h_stable_token, methods=["POST"]),
+            Route("/cgi-bin/message/subscribe/send", self._h_subscribe_send, methods=["POST"]),
+            Route(
+                "/_standin/subscribe-messages",
+                self._h_admin_subscribe_messages,
+                methods=["GET"],
+            ),
+            Route(
+                "/_standin/subscribe-failures",
+                self._h_admin_subscribe_failures,
+                methods=["POST"],
+            ),
+            Route(
+                "/_standin/subscribe-refusals",
+                self._h_admin_subscribe_refusals,
+                methods=["POST"],
+            ),
         ]
         return Starlette(routes=routes)
 
@@ -809,7 +927,149 @@ class WeChatStandIn:
             self.sessions[openid] = session_key
         return {"openid": openid, "session_key": session_key}
 
+    # getStableAccessToken: POST JSON, errors as errcode/errmsg (HTTP 200).
+    async def _h_stable_token(self, request: Request) -> Response:
+        try:
+            data = json.loads(await request.body() or b"null")
+        except ValueError:
+            data = None
+        with self._lock:
+            answer = self._stable_token(data)
+            force = isinstance(data, dict) and data.get("force_refresh") is True
+            self.token_requests.append((force, int(answer.get("errcode", 0))))
+        return JSONResponse(answer)
+
+    def _stable_token(self, data: object) -> dict[str, Any]:
+        if self._forced_token:
+            errcode = self._forced_token.pop(0)
+            return {"errcode": errcode, "errmsg": _ERRMSG.get(errcode, "error")}
+        if not isinstance(data, dict):
+            return {"errcode": 47001, "errmsg": "data format error"}
+        if data.get("grant_type") != "client_credential":
+            return {"errcode": 40002, "errmsg": "invalid grant_type"}
+        if data.get("appid") != self.appid:
+            return {"errcode": 40013, "errmsg": "invalid appid"}
+        if data.get("secret") != self.secret:
+            return {"errcode": 40125, "errmsg": "invalid appsecret"}
+        force = data.get("force_refresh", False)
+        if not isinstance(force, bool):
+            return {"errcode": 47001, "errmsg": "data format error: force_refresh"}
+        now = clock.now()
+        current = self._current_token
+        if force:
+            # 强制刷新模式: the previous token stops working at once.
+            for token in self._access_tokens.values():
+                token.revoked = True
+        elif current is not None and not current.revoked:
+            left = (current.expires_at - now).total_seconds()
+            if left > ACCESS_TOKEN_RENEW_S:
+                return {"access_token": current.value, "expires_in": int(left)}
+        token = _AccessToken(
+            value=secrets.token_urlsafe(96),
+            expires_at=now + timedelta(seconds=ACCESS_TOKEN_TTL_S),
+        )
+        self._access_tokens[token.value] = token
+        self._current_token = token
+        return {"access_token": token.value, "expires_in": ACCESS_TOKEN_TTL_S}
+
+    # subscribeMessage.send: POST JSON with ?access_token=, errors as errcode/errmsg.
+    async def _h_subscribe_send(self, request: Request) -> Response:
+        if self.subscribe_latency_s:
+            await asyncio.sleep(self.subscribe_latency_s)
+        try:
+            data = json.loads(await request.body() or b"null")
+        except ValueError:
+            data = None
+        with self._lock:
+            answer = self._subscribe_send(request.query_params.get("access_token", ""), data)
+            touser = data.get("touser") if isinstance(data, dict) else None
+            self.subscribe_attempts.append((str(touser), int(answer["errcode"])))
+        return JSONResponse(answer)
+
+    def _subscribe_send(self, access_token: str, data: object) -> dict[str, Any]:
+        def error(errcode: int, errmsg: str | None = None) -> dict[str, Any]:
+            rid = f"{secrets.token_hex(4)}-{secrets.token_hex(4)}-{secrets.token_hex(4)}"
+            text = errmsg or _ERRMSG.get(errcode, "error")
+            return {"errcode": errcode, "errmsg": f"{text} rid: {rid}"}
+
+        if self._forced_subscribe:
+            return error(self._forced_subscribe.pop(0))
+        if not access_token:
+            return error(41001)
+        token = self._access_tokens.get(access_token)
+        if token is None or token.revoked:
+            return error(40001)
+        if clock.now() >= token.expires_at:
+            return error(42001)
+        if not isinstance(data, dict):
+            return error(47001)
+        touser = data.get("touser")
+        if not isinstance(touser, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", touser):
+            return error(40003)
+        template_id = data.get("template_id")
+        keys = self.subscribe_templates.get(template_id) if isinstance(template_id, str) else None
+        if keys is None:
+            return error(40037)
+        assert isinstance(template_id, str)
+        state = data.get("miniprogram_state", "formal")
+        if state not in ("developer", "trial", "formal"):
+            return error(47003, "argument invalid! miniprogram_state")
+        lang = data.get("lang", "zh_CN")
+        if lang not in ("zh_CN", "en_US", "zh_HK", "zh_TW"):
+            return error(47003, "argument invalid! lang")
+        page = data.get("page")
+        if page is not None and not isinstance(page, str):
+            return error(41030)
+        if (touser, None) in self._refusals or (touser, template_id) in self._refusals:
+            return error(43101)
+        fields = data.get("data")
+        if not isinstance(fields, dict):
+            return error(47003, "argument invalid! data is empty")
+        values: dict[str, str] = {}
+        for key in keys:
+            item = fields.get(key)
+            value = item.get("value") if isinstance(item, dict) else None
+            if value is None or str(value) == "":
+                return error(47003, f"argument invalid! data.{key}.value is empty")
+            problem = subscribe_value_problem(key, str(value))
+            if problem is not None:
+                return error(47003, f"argument invalid! data.{key}.value {problem}")
+            values[key] = str(value)
+        sent = SubscribeMessageSent(
+            msgid=next(self._seq) * 1_000_003 + secrets.randbelow(1_000_000),
+            touser=touser,
+            template_id=template_id,
+            data=values,
+            page=page,
+            miniprogram_state=str(state),
+            lang=str(lang),
+            sent_at=clock.now(),
+        )
+        self.subscribe_messages.append(sent)
+        return {"errcode": 0, "errmsg": "ok", "msgid": sent.msgid}
+
     # -- admin (the rider's side of WeChat, for the simulator and the demo) ---------------
+
+    async def _h_admin_subscribe_messages(self, request: Request) -> Response:
+        openid = request.query_params.get("openid")
+        return JSONResponse([m.view() for m in self.sent_messages(openid)])
+
+    async def _h_admin_subscribe_failures(self, request: Request) -> Response:
+        data = await request.json()
+        errcodes = data.get("errcodes") if isinstance(data, dict) else None
+        if not isinstance(errcodes, list) or not all(isinstance(c, int) for c in errcodes):
+            return JSONResponse({"errcode": 47001, "errmsg": "errcodes: list of ints"}, 400)
+        self.fail_next_subscribe(*errcodes)
+        return JSONResponse({"queued": len(errcodes)})
+
+    async def _h_admin_subscribe_refusals(self, request: Request) -> Response:
+        data = await request.json()
+        openid = data.get("openid") if isinstance(data, dict) else None
+        if not isinstance(openid, str) or not openid:
+            return JSONResponse({"errcode": 47001, "errmsg": "openid required"}, 400)
+        template_id = data.get("template_id")
+        self.refuse_subscribe(openid, template_id if isinstance(template_id, str) else None)
+        return JSONResponse({"refused": openid})
 
     async def _h_admin_pay(self, request: Request) -> Response:
         data = await request.json()
@@ -862,7 +1122,57 @@ _ERRMSG = {
     40163: "code been used",
     45011: "api minute-quota reach limit  mustslower  retry next minute",
     40226: "invalid user",
+    40001: "invalid credential, access_token is invalid or not latest",
+    40003: "invalid openid",
+    40037: "invalid template_id",
+    41001: "access_token missing",
+    41030: "invalid page",
+    42001: "access_token expired",
+    43101: "user refuse to accept the msg",
+    45009: "reach max api daily quota limit",
+    47001: "data format error",
+    47003: "argument invalid!",
 }
+
+# 订阅消息参数值内容限制: what each key type (the key without its number) accepts.
+_CLOCK = r"\d{1,2}:\d{2}(:\d{2})?"
+_DAY = r"(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{4}年\d{1,2}月\d{1,2}日|\d{1,2}月\d{1,2}日)"
+_TIME_POINT = rf"({_DAY} ?)?{_CLOCK}"
+_DATE_POINT = rf"{_DAY}( {_CLOCK})?"
+_VALUE_RULES: dict[str, tuple[re.Pattern[str], str]] = {
+    "thing": (re.compile(r"[^\x00-\x1f\x7f]{1,20}"), "must be 20 characters at most"),
+    "number": (re.compile(r"\d{1,32}(\.\d+)?"), "must be a number of 32 digits at most"),
+    "letter": (re.compile(r"[A-Za-z]{1,32}"), "must be 32 letters at most"),
+    "symbol": (re.compile(r"[^\w\s]{1,5}"), "must be 5 symbols at most"),
+    "character_string": (
+        re.compile(r"[\x21-\x7e]{1,32}"),
+        "must be 32 digits, letters or symbols at most",
+    ),
+    "time": (re.compile(rf"{_TIME_POINT}(~{_TIME_POINT})?"), "is not a 24-hour time"),
+    "date": (re.compile(rf"{_DATE_POINT}(~{_DATE_POINT})?"), "is not a date"),
+    "amount": (
+        re.compile(r"[¥￥$]?\d{1,10}(\.\d{1,2})?元?"),
+        "must be a currency sign and 10 digits at most, optionally ending in 元",
+    ),
+    "phone_number": (re.compile(r"[\d+\-() ]{1,17}"), "is not a phone number"),
+    "car_number": (re.compile(r".{1,8}"), "must be 8 characters at most"),
+    "name": (
+        re.compile(r"[\u4e00-\u9fff]{1,10}|[A-Za-z .·-]{1,20}"),
+        "must be 10 Chinese characters or 20 letters at most",
+    ),
+    "phrase": (re.compile(r"[\u4e00-\u9fff]{1,5}"), "must be 5 Chinese characters at most"),
+}
+
+
+def subscribe_value_problem(key: str, value: str) -> str | None:
+    """What WeChat would say about `value` for template key `key` ("thing1", "amount2"...),
+    or None when it is acceptable."""
+    kind = re.sub(r"\d+$", "", key)
+    rule = _VALUE_RULES.get(kind)
+    if rule is None:
+        return None if len(value) <= 20 else "must be 20 characters at most"
+    pattern, problem = rule
+    return None if pattern.fullmatch(value) else problem
 
 
 def main(argv: Sequence[str] | None = None) -> None:
