@@ -11,6 +11,8 @@ from server.core.errors import Unavailable
 from server.core.http import SessionDep, services
 from server.deposits import service as deposits
 from server.models import Rider
+from server.rentals import service as rentals
+from server.rentals.schemas import RentalOut
 from server.riders import service
 from server.riders.schemas import DepositOut, LoginIn, LoginOut, RiderMeOut
 from server.wechat.miniprogram import MiniProgramClient
@@ -51,11 +53,14 @@ def login(
     return LoginOut(token=issued.token, expires_at=issued.expires_at, rider_id=issued.rider.id)
 
 
-@router.get("/me", summary="The rider and the state of the deposit")
+@router.get("/me", summary="The rider, the deposit, and the umbrella they have")
 def me(rider: RiderDep, session: SessionDep) -> RiderMeOut:
     state = deposits.deposit_state(session, rider)
     payment = state.payment
+    refund = state.refund
+    rental = rentals.current_rental(session, rider.id)
     return RiderMeOut(
+        current_rental=None if rental is None else RentalOut.model_validate(rental),
         rider_id=rider.id,
         created_at=rider.created_at,
         deposit=DepositOut(
@@ -65,5 +70,7 @@ def me(rider: RiderDep, session: SessionDep) -> RiderMeOut:
             payment_id=payment.id if payment else None,
             out_trade_no=payment.out_trade_no if payment else None,
             paid_at=payment.paid_at if payment else None,
+            refund_status=None if refund is None else refund.status.value,
+            out_refund_no=None if refund is None else refund.out_refund_no,
         ),
     )

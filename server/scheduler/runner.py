@@ -61,6 +61,22 @@ def build_scheduler(
 
         scheduler.add_job(_logged(reconcile_deposits), "interval", seconds=60, id="reconcile")
 
+        from server.deposits.jobs import retry_refunds
+
+        def retry_deposit_refunds() -> None:
+            # Refunds not yet accepted by WeChat are asked again with the same out_refund_no;
+            # ones WeChat is still paying out are queried.
+            with db.transaction(immediate=True) as session:
+                n = retry_refunds(
+                    session, pay, clock.now(), notify_url=settings.wechatpay_refund_notify_url
+                )
+            if n:
+                log.info("moved %d deposit refund(s) forward", n)
+
+        scheduler.add_job(
+            _logged(retry_deposit_refunds), "interval", seconds=60, id="retry_refunds"
+        )
+
     def forfeit_overdue() -> None:
         total = run_in_chunks(db, rental_jobs.forfeit_overdue)
         if total:

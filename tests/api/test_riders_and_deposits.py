@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -37,13 +36,14 @@ from server.scheduler.runner import build_scheduler
 from server.wechat.miniprogram import MiniProgramClient
 from server.wechat.standin import SentNotification, WeChatStandIn
 from tests.services import free_port
-
-# RSA key generation is the slow part of a stand-in; one set per module.
-MERCHANT_KEY = signing.generate_private_key()
-PLATFORM_KEY = signing.generate_private_key()
-FORGER_KEY = signing.generate_private_key()
-FAST_RETRIES = (0.02, 0.02, 0.05)
-NOTIFY_PATH = "/api/v1/payments/wechat/notify"
+from tests.wechat_env import (
+    FAST_RETRIES,
+    FORGER_KEY,
+    MERCHANT_KEY,
+    NOTIFY_PATH,
+    PLATFORM_KEY,
+)
+from tests.wechat_env import serve as _serve
 
 
 @dataclass
@@ -53,27 +53,6 @@ class Env:
     db: Database
     pay: WeChatPayClient
     notify_url: str
-
-
-@contextmanager
-def _serve(app: Any, sock: socket.socket) -> Iterator[None]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    started = threading.Event()
-    for _ in range(1000):
-        if server.started:
-            break
-        started.wait(0.01)
-    assert server.started, "API did not start"
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(autouse=True)
@@ -219,7 +198,10 @@ def test_login_exchanges_the_code_and_keeps_only_the_token_hash(env: Env) -> Non
         "payment_id": None,
         "out_trade_no": None,
         "paid_at": None,
+        "refund_status": None,
+        "out_refund_no": None,
     }
+    assert me["current_rental"] is None
     with env.db.transaction() as s:
         stored = s.scalars(select(RiderSession)).one()
         assert stored.token_hash != body["token"]
