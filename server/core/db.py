@@ -16,6 +16,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Requests waiting for the write lock hold a pooled connection meanwhile (a rent holds
+        # two): the pool is sized for the API's worker threads, connections are cheap here.
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 80)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )

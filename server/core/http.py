@@ -66,9 +66,13 @@ def services(request: Request) -> AppServices:
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    # Deferred, not immediate: the rider dependency of a rent request holds this session
-    # while the rent's own units of work take SQLite's write lock.
-    with services(request).db.transaction() as session:
+    # A request that may write reads first (authentication, idempotency lookups): on SQLite
+    # it takes the write lock at BEGIN and waits for it (core/db.py), instead of failing
+    # with "database is locked" when the bridge commits in between. Endpoints that run
+    # their own units of work (rent, withdraw) must not hold this session: they
+    # authenticate with `riders.router.RiderOwnTxDep`.
+    writes = request.method not in ("GET", "HEAD", "OPTIONS")
+    with services(request).db.transaction(immediate=writes) as session:
         yield session
 
 

@@ -31,7 +31,7 @@ from server.payments.wechatpay import (
     WeChatPayClient,
     WeChatPayConfig,
 )
-from server.riders.router import RiderDep
+from server.riders.router import RiderDep, RiderOwnTxDep
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def _withdrawal_out(withdrawal: service.Withdrawal) -> WithdrawalOut:
     },
 )
 def withdraw_deposit(
-    request: Request, response: Response, rider: RiderDep, client: PayDep
+    request: Request, response: Response, rider: RiderOwnTxDep, client: PayDep
 ) -> WithdrawalOut:
     """Accepted (202) once recorded: the rider sees `refunding` until WeChat Pay reports the
     refund succeeded (`GET /api/v1/deposits/refund`). A repeated request answers 200 with

@@ -85,7 +85,7 @@ def send_pending(
     """
     counts = SendCounts()
     for _ in range(limit):
-        with db.transaction() as session:
+        with db.transaction(immediate=True) as session:
             outcome = send_next(session, client, tpl, now)
         if outcome is None:
             break

@@ -22,7 +22,7 @@ from server.rentals.schemas import (
     StuckRentalsOut,
     UmbrellaOut,
 )
-from server.riders.router import RiderDep
+from server.riders.router import RiderDep, RiderOwnTxDep
 
 router = APIRouter(tags=["rentals"])
 ops = APIRouter(prefix="/api/v1/ops", tags=["operations"], dependencies=[Depends(require_operator)])
@@ -46,7 +46,7 @@ def rent(
     body: RentIn,
     request: Request,
     response: Response,
-    rider: RiderDep,
+    rider: RiderOwnTxDep,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=128)],
 ) -> RentalOut:
     """The rental is active only once the kiosk reports the umbrella left its slot (SPEC §2);

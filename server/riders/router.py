@@ -31,6 +31,19 @@ def current_rider(
 RiderDep = Annotated[Rider, Depends(current_rider)]
 
 
+def current_rider_own_tx(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Rider:
+    """`current_rider` in a short transaction of its own, closed before the endpoint runs:
+    for endpoints that run their own units of work (rent, withdraw) and must not hold a
+    request session while they wait for SQLite's write lock."""
+    with services(request).db.transaction() as session:
+        return current_rider(session, authorization)
+
+
+RiderOwnTxDep = Annotated[Rider, Depends(current_rider_own_tx)]
+
+
 def wechat_client(request: Request) -> MiniProgramClient:
     client = services(request).wechat
     if client is None:
