@@ -1,6 +1,8 @@
 """`umbrella`: run the whole system on its embedded default, or each process on its own.
 
-umbrella demo [--kiosks N]      everything in one process: SQLite, amqtt, simulated fleet
+umbrella demo [--kiosks N] [--riders N]
+                                everything in one process: SQLite, amqtt, the WeChat
+                                stand-in, simulated kiosks and riders
 umbrella migrate                Alembic upgrade head on UMB_DATABASE_URL
 umbrella api [--host --port]    the HTTP API (uvicorn)
 umbrella bridge                 one MQTT bridge process (run several: shared subscription)
@@ -119,8 +121,16 @@ def cmd_broker_files(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from server.demo import run_demo
 
+    if args.riders < 0 or args.rider_pace <= 0:
+        log.error("--riders must be >= 0 and --rider-pace > 0")
+        return 2
     return run_demo(
-        settings, kiosks=args.kiosks, heartbeat_s=args.heartbeat_s, duration_s=args.duration
+        settings,
+        kiosks=args.kiosks,
+        heartbeat_s=args.heartbeat_s,
+        duration_s=args.duration,
+        riders=args.riders,
+        rider_pace=args.rider_pace,
     )
 
 
@@ -151,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="simulated heartbeat interval (default 10 s so the demo moves)",
+    )
+    d.add_argument(
+        "--riders",
+        type=int,
+        default=20,
+        help="simulated riders at a time, using the rider API over HTTP (default 20; 0: none)",
+    )
+    d.add_argument(
+        "--rider-pace",
+        type=float,
+        default=1.0,
+        help="time compression of riders' dwell times: 2 = twice as fast (default 1: "
+        "a few seconds between trips, 5-20 s with an umbrella)",
     )
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     d.set_defaults(func=cmd_demo)
