@@ -418,11 +418,6 @@ def test_double_tap_with_the_same_idempotency_key_makes_one_payment(env: Env) ->
 
     missing = env.api.post("/api/v1/deposits", headers=auth)
     assert missing.status_code == 422
-    if env.db.is_sqlite:
-        # Concurrent writers on the embedded SQLite file: the loser of the write lock gets a
-        # 500 ("database is locked") and its retry finds the payment (docs/ARCHITECTURE.md).
-        return
-
     # Two taps at once, with a new key: still one payment for that key.
     results: list[httpx.Response] = []
 
