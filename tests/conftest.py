@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from server.core.db import Database
+from server.ledger import service as ledger
 from server.models import Base
 from tests.services import REDIS_URL, require, throwaway_pg_database
 
@@ -38,7 +39,14 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         with database.engine.begin() as c:
             c.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     yield database
-    database.dispose()
+    try:
+        # SPEC §3, checked after every test scenario that had a database: whatever the test
+        # did (refusals, races, replays), the ledger balances and no deposit is lost.
+        with database.transaction() as session:
+            problems = ledger.check_invariants(session)
+        assert problems == [], f"ledger invariants broken after the test: {problems}"
+    finally:
+        database.dispose()
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Requests waiting for the write lock hold a pooled connection meanwhile (a rent holds
         # two): the pool is sized for the API's worker threads, connections are cheap here.
-        kwargs.setdefault("pool_size", 20)
-        kwargs.setdefault("max_overflow", 80)
+        if path and path != ":memory:":  # (in-memory databases use a singleton pool)
+            kwargs.setdefault("pool_size", 20)
+            kwargs.setdefault("max_overflow", 80)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
