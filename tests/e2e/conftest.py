@@ -47,6 +47,7 @@ from server.core.db import Database
 from server.core.migrate import upgrade
 from server.core.shared_state import MemorySharedState, RedisSharedState, SharedState
 from server.kiosks import service as kiosks
+from server.ledger import service as ledger
 from server.models import Base
 from server.partners import service as partners
 from server.runtime import attach_bridge
@@ -303,3 +304,6 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
         made.append(s)
         es.callback(s.stop_fleets)  # first out: kiosks go before the bridge and the broker
         yield s
+        with reg.db.transaction() as session:
+            problems = ledger.check_invariants(session)
+        assert problems == [], f"ledger invariants broken after the scenario: {problems}"
