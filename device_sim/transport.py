@@ -389,6 +389,10 @@ class KioskLink:
             _abandon(client)
             return
         self.state = "handshake"
+        # A kiosk's answers are small writes right after reading a command: without
+        # TCP_NODELAY, Nagle holds them until the broker's delayed ACK (up to ~40 ms).
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.loop.register(sock, self)
         self.loop.mark_dirty(self)
         self._handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_timeout)

@@ -10,6 +10,7 @@ redelivers the unacknowledged messages when the bridge comes back.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,6 +159,11 @@ class BridgeConnection:
             log.warning("mqtt %s: connection refused: %s", self.client_id, reason_code)
             return
         self._generation += 1
+        # Commands are small writes that follow reads: without TCP_NODELAY, Nagle holds
+        # them until the broker's delayed ACK, adding up to ~40 ms to an unlock.
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connected.set()
         log.info(
             "mqtt %s connected to %s:%d (session present: %s)",

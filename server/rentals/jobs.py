@@ -32,7 +32,8 @@ CHUNK = 5000
 
 def forfeit_overdue(session: Session, now: datetime, *, limit: int = CHUNK) -> int:
     """Forfeit the deposit of up to `limit` active rentals whose deadline has passed; returns
-    how many. Each: rental `forfeited`, deposit `forfeited`, umbrella the rider's, ledger
+    how many it claimed (all forfeited unless the ledger refused one, which is logged).
+    Each: rental `forfeited`, deposit `forfeited`, umbrella the rider's, ledger
     `deposit_forfeited`, and the rider told, all in this transaction."""
     due = repo.claim_overdue(session, now, limit)
     if not due:
@@ -49,6 +50,7 @@ def forfeit_overdue(session: Session, now: datetime, *, limit: int = CHUNK) -> i
             for r in due
         ],
     )
+    claimed = len(due)
     if len(posted) != len(due):
         # Only possible if the ledger disagrees with the rental (a bug or a hand edit): those
         # rentals stay active and show up in the stuck view rather than forfeit money twice.
@@ -75,7 +77,9 @@ def forfeit_overdue(session: Session, now: datetime, *, limit: int = CHUNK) -> i
             for r in due
         ],
     )
-    return len(due)
+    # The claimed count, not the posted one: a rental the ledger refused must not make the
+    # caller (`run_in_chunks`) stop after one chunk on every run.
+    return claimed
 
 
 def send_reminders(session: Session, now: datetime, *, limit: int = CHUNK) -> int:

@@ -44,7 +44,7 @@ from server.rentals import rules
 from server.rentals.rules import Failure, Next, ReturnEffect
 
 if TYPE_CHECKING:
-    from server.bridge.commands import CommandChannel
+    from server.bridge.commands import CommandChannel, PreparedCommand
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,27 @@ class _Attempt:
     slot_no: int
     cmd_id: str
     tried: set[int] = field(default_factory=set)
+    #: The unlock's command record, written in the same transaction as the rental.
+    command: PreparedCommand | None = None
+    #: The kiosk's clock skew when reserved (a retried unlock's expiry uses it too).
+    skew_ms: int | None = None
+
+
+def _prepare_unlock(session: Session, attempt: _Attempt, expires_in_s: float) -> PreparedCommand:
+    """Record the unlock command in the caller's transaction, so the commit that makes the
+    rental visible to the bridge also holds the command (one commit fewer per rent)."""
+    # Imported here: server.bridge.commands -> server.bridge.dispatch -> this module.
+    from server.bridge.commands import prepare
+
+    return prepare(
+        session,
+        attempt.kiosk_id,
+        CmdOp.UNLOCK,
+        attempt.slot_no,
+        expires_in_s=expires_in_s,
+        skew_ms=attempt.skew_ms,
+        cmd_id=attempt.cmd_id,
+    )
 
 
 def rent(
@@ -110,7 +131,7 @@ def rent(
     raises `RentalFailed` (with the reason) when it did not start. The same Idempotency-Key
     returns the same rental (waiting for its outcome if it is still being unlocked)."""
     with db.transaction(immediate=True) as session:
-        reserved = _reserve(session, rider_id, kiosk_id, idempotency_key)
+        reserved = _reserve(session, rider_id, kiosk_id, idempotency_key, command_expiry_s)
     if isinstance(reserved, int):
         settled = _await_settled(db, reserved, answer_wait_s + 5.0)
         return RentResult(_outcome(settled), created=False)
@@ -125,16 +146,34 @@ def rent(
                 cmd_id=attempt.cmd_id,
                 timeout_s=answer_wait_s,
                 expires_in_s=command_expiry_s,
+                prepared=attempt.command,
             )
         except Exception:
             # The broker did not take the unlock: nothing can open, so nothing stays open.
             with db.transaction(immediate=True) as session:
-                _settle_answer(session, attempt, None)
+                _settle_answer(session, attempt, None, command_expiry_s)
             raise
+        decided = _settled_already(db, attempt)
+        if decided is not None:
+            return RentResult(_outcome(decided), created=True)
         with db.transaction(immediate=True) as session:
-            rental, again = _settle_answer(session, attempt, result)
+            rental, again = _settle_answer(session, attempt, result, command_expiry_s)
         if not again:
             return RentResult(_outcome(rental), created=True)
+
+
+def _settled_already(db: Database, attempt: _Attempt) -> Rental | None:
+    """The rental when its outcome no longer depends on this request: the bridge applied the
+    kiosk's `out` slot event (in seq order before the result the sender was handed, so
+    usually already committed), or it ended otherwise. A plain read, no row lock and no
+    write; None when `_settle_answer` must decide under the lock. Only this request moves a
+    rental back to `ejecting` or gives it a new cmd_id, so an unlocked read is enough."""
+    with db.transaction() as session:
+        rental = repo.by_id(session, attempt.rental_id)
+    assert rental is not None
+    if rental.status is not RentalStatus.EJECTING or rental.cmd_id != attempt.cmd_id:
+        return rental
+    return None
 
 
 def _outcome(rental: Rental) -> Rental:
@@ -150,26 +189,30 @@ def _outcome(rental: Rental) -> Rental:
 
 
 def _reserve(
-    session: Session, rider_id: int, kiosk_id: str, idempotency_key: str
+    session: Session,
+    rider_id: int,
+    kiosk_id: str,
+    idempotency_key: str,
+    command_expiry_s: float,
 ) -> _Attempt | int:
-    """Pick a slot and record the rental `ejecting`; or the id of the rental an earlier
-    request with the same key made."""
+    """Pick a slot, record the rental `ejecting` and its unlock command; or the id of the
+    rental an earlier request with the same key made."""
     existing = repo.by_key(session, rider_id, idempotency_key)
     if existing is not None:
         return existing.id
-    registered, online = repo.kiosk_presence(session, kiosk_id)
-    if not registered:
+    kiosk = repo.kiosk_presence(session, kiosk_id)
+    if not kiosk.registered:
         raise UnknownKiosk(f"no kiosk {kiosk_id!r}", kiosk_id=kiosk_id)
-    if not online:
+    if not kiosk.online:
         raise RentalFailed(Failure.KIOSK_OFFLINE, kiosk_id=kiosk_id)
     payment = repo.lock_held_payment(session, rider_id)
-    # The lock serializes this rider's requests: look again for a twin that just committed.
-    existing = repo.by_key(session, rider_id, idempotency_key)
+    # The lock serializes this rider's requests: look again for a twin that just committed
+    # (and for an open rental, in the same statement).
+    existing, current = repo.rider_rentals(session, rider_id, idempotency_key)
     if existing is not None:
         return existing.id
     if payment is None:
         raise DepositRequired("pay the 30-yuan deposit before renting", rider_id=rider_id)
-    current = repo.open_rental(session, rider_id)
     if current is not None:
         raise RentalOpen(
             "you already have an umbrella (or one is being unlocked); return it first",
@@ -182,43 +225,44 @@ def _reserve(
         if picked is None:
             raise RentalFailed(Failure.NO_UMBRELLA, kiosk_id=kiosk_id)
         slot_no, tag = picked
-        rental = Rental(
-            rider_id=rider_id,
-            idempotency_key=idempotency_key,
-            deposit_payment_id=payment.id,
-            deposit_fen=payment.amount_fen,
-            status=RentalStatus.EJECTING,
-            kiosk_id=kiosk_id,
-            slot_no=slot_no,
-            cmd_id=uuid.uuid4().hex,
-            attempts=1,
-            umbrella_tag=tag,
-            created_at=now,
-            updated_at=now,
-            reminders_sent=0,
+        cmd_id = uuid.uuid4().hex
+        rental_id = repo.insert_rental(
+            session,
+            {
+                "rider_id": rider_id,
+                "idempotency_key": idempotency_key,
+                "deposit_payment_id": payment.id,
+                "deposit_fen": payment.amount_fen,
+                "status": RentalStatus.EJECTING,
+                "kiosk_id": kiosk_id,
+                "slot_no": slot_no,
+                "cmd_id": cmd_id,
+                "attempts": 1,
+                "umbrella_tag": tag,
+                "created_at": now,
+                "updated_at": now,
+                "reminders_sent": 0,
+            },
         )
-        try:
-            with session.begin_nested():
-                session.add(rental)
-        except IntegrityError:
+        if rental_id is None:
             # Another rider's unlock took this slot a moment ago (uq_rentals_one_eject_per_slot),
             # or this rider's other request won (one open rental, same key): look again.
-            if (
-                repo.by_key(session, rider_id, idempotency_key) is not None
-                or repo.open_rental(session, rider_id) is not None
-            ):
-                raise RentalOpen("another request of yours is renting right now") from None
+            if any(repo.rider_rentals(session, rider_id, idempotency_key)):
+                raise RentalOpen("another request of yours is renting right now")
             taken.add(slot_no)
             continue
-        assert rental.cmd_id is not None
-        return _Attempt(rental.id, kiosk_id, slot_no, rental.cmd_id, {slot_no})
+        attempt = _Attempt(
+            rental_id, kiosk_id, slot_no, cmd_id, {slot_no}, skew_ms=kiosk.clock_skew_ms
+        )
+        attempt.command = _prepare_unlock(session, attempt, command_expiry_s)
+        return attempt
 
 
 def _settle_answer(
-    session: Session, attempt: _Attempt, result: CmdResult | None
+    session: Session, attempt: _Attempt, result: CmdResult | None, command_expiry_s: float
 ) -> tuple[Rental, bool]:
     """Apply the kiosk's answer (or its silence) under the rental's lock; True = send another
-    unlock (attempt updated in place)."""
+    unlock (attempt updated in place, its command recorded in this transaction)."""
     rental = repo.by_id(session, attempt.rental_id, lock=True)
     assert rental is not None
     if rental.status is not RentalStatus.EJECTING or rental.cmd_id != attempt.cmd_id:
@@ -254,6 +298,7 @@ def _settle_answer(
                 continue
             assert rental.cmd_id is not None
             attempt.slot_no, attempt.cmd_id = slot_no, rental.cmd_id
+            attempt.command = _prepare_unlock(session, attempt, command_expiry_s)
             log.info(
                 "rental %s: slot answered %s, trying slot %s",
                 rental.id,
