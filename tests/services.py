@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -73,3 +75,19 @@ def throwaway_pg_database(*, migrate: bool, prefix: str = "umb_test") -> Iterato
                 c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout_s: float = 20.0, interval_s: float = 0.1) -> T:
+    """Call `check` until it stops raising AssertionError and return its value; after
+    `timeout_s` the last AssertionError propagates, so the failure says what differed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(interval_s)

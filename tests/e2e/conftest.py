@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import queue
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -65,22 +64,6 @@ FLEET_SIZE = 30
 #: How long a test waits for the API to show what the simulator did.
 WAIT_S = 20.0
 STACKS = ("production", "embedded")
-
-
-# ------------------------------------------------------------------------- waiting
-
-
-def eventually(check: Callable[[], T], timeout_s: float = WAIT_S, interval_s: float = 0.1) -> T:
-    """Call `check` until it stops raising AssertionError and return its value; after
-    `timeout_s` the last AssertionError propagates, so the failure says what differed."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() >= deadline:
-                raise
-        time.sleep(interval_s)
 
 
 # ------------------------------------------------------------------------- views

@@ -10,7 +10,8 @@ from device_sim.faults import FaultProfile
 from device_sim.kiosk import tag_for
 from firmware_protocol.messages import SlotEvent
 from server.models import SlotEventRecord, UplinkReceipt
-from tests.e2e.conftest import Stack, api_slots, eventually, sim_slots
+from tests.e2e.conftest import Stack, api_slots, sim_slots
+from tests.services import eventually
 
 
 def test_duplicated_and_reordered_uplinks_leave_the_api_equal_to_the_kiosks_and_count_once(

@@ -8,7 +8,8 @@ from typing import Any
 from device_sim.fleet import KioskHandle
 from device_sim.kiosk import FIRMWARE
 from firmware_protocol.messages import Heartbeat
-from tests.e2e.conftest import CENTER, FLEET_SIZE, Stack, api_slots, eventually, sim_slots
+from tests.e2e.conftest import CENTER, FLEET_SIZE, Stack, api_slots, sim_slots
+from tests.services import eventually
 
 
 def _signals(handle: KioskHandle) -> set[int]:

@@ -15,7 +15,8 @@ from firmware_protocol import encode, topic_for, topics
 from firmware_protocol.messages import Heartbeat, MsgType, Offline, SlotState
 from server.core.clock import clock
 from server.models import RejectedUplink
-from tests.e2e.conftest import KioskImpostor, Stack, api_slots, eventually, sim_slots
+from tests.e2e.conftest import KioskImpostor, Stack, api_slots, sim_slots
+from tests.services import eventually
 
 
 @pytest.fixture

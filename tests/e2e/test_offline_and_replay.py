@@ -11,7 +11,8 @@ from firmware_protocol.messages import SlotEvent
 from server.core.clock import clock, from_ms, to_ms
 from server.kiosk_state.jobs import mark_silent_kiosks_offline
 from server.models import SlotEventRecord
-from tests.e2e.conftest import Stack, api_slots, eventually, sim_slots
+from tests.e2e.conftest import Stack, api_slots, sim_slots
+from tests.services import eventually
 
 
 def test_dropped_kiosk_shows_offline_then_replays_its_buffered_slot_events_once_with_kiosk_time(

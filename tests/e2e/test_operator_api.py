@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 from firmware_protocol import topics
 from firmware_protocol.messages import MsgType
 from server.models import CommandRecord
-from tests.e2e.conftest import KioskImpostor, Stack, eventually
+from tests.e2e.conftest import KioskImpostor, Stack
+from tests.services import eventually
 
 
 def test_operator_pings_a_kiosk_and_unlocks_a_slot_and_sees_it_empty(stack: Stack) -> None:

@@ -30,7 +30,8 @@ from server.rentals import jobs as rental_jobs
 from server.runtime import attach_bridge, attach_wechat
 from server.scheduler.runner import run_in_chunks
 from server.wechat.miniprogram import MiniProgramClient
-from tests.e2e.conftest import Stack, eventually
+from tests.e2e.conftest import Stack
+from tests.services import eventually
 from tests.wechat_env import (
     NOTIFY_PATH,
     REFUND_NOTIFY_PATH,

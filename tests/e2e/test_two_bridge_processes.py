@@ -33,14 +33,8 @@ from server.core.clock import clock
 from server.core.db import Database
 from server.core.shared_state import RedisSharedState
 from server.models import CommandRecord, KioskState, SlotEventRecord, UplinkReceipt
-from tests.e2e.conftest import (
-    KioskImpostor,
-    api_slots,
-    build_registry,
-    eventually,
-    sim_slots,
-    start_mosquitto,
-)
+from tests.e2e.conftest import KioskImpostor, api_slots, build_registry, sim_slots, start_mosquitto
+from tests.services import eventually
 
 UMBRELLA = Path(sys.executable).with_name("umbrella")
 

@@ -12,7 +12,8 @@ from device_sim.kiosk import LEAVE, take_after
 from firmware_protocol.messages import CmdOp, CmdStatus
 from server.bridge.commands import CommandChannel
 from server.models import CommandRecord, KioskState
-from tests.e2e.conftest import Stack, api_slots, eventually, sim_slots
+from tests.e2e.conftest import Stack, api_slots, sim_slots
+from tests.services import eventually
 
 
 def _commands(stack: Stack) -> CommandChannel:
