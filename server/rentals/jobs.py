@@ -15,13 +15,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from server.core.money import Fen
-from server.ledger import service as ledger
-from server.ledger.service import Forfeiture
 from server.notifications import repository as outbox
 from server.notifications import rules as notes
 from server.rentals import repository as repo
-from server.rentals import rules
+from server.rentals import rules, service
 
 log = logging.getLogger(__name__)
 
@@ -38,48 +35,10 @@ def forfeit_overdue(session: Session, now: datetime, *, limit: int = CHUNK) -> i
     due = repo.claim_overdue(session, now, limit)
     if not due:
         return 0
-    posted = ledger.post_forfeitures(
-        session,
-        [
-            Forfeiture(
-                rider_id=str(r.rider_id),
-                amount=Fen(r.deposit_fen),
-                idempotency_key=f"forfeit:rental:{r.id}",
-                reference=f"rental:{r.id}",
-            )
-            for r in due
-        ],
-    )
-    claimed = len(due)
-    if len(posted) != len(due):
-        # Only possible if the ledger disagrees with the rental (a bug or a hand edit): those
-        # rentals stay active and show up in the stuck view rather than forfeit money twice.
-        keep = {f.reference for f in posted}
-        due = [r for r in due if f"rental:{r.id}" in keep]
-    repo.mark_forfeited(session, due, now)
-    outbox.insert_pending(
-        session,
-        [
-            {
-                "rider_id": r.rider_id,
-                "kind": notes.DEPOSIT_FORFEITED,
-                "dedup_key": notes.dedup_key(notes.DEPOSIT_FORFEITED, f"rental:{r.id}"),
-                "payload": json.dumps(
-                    {
-                        "rental_id": r.id,
-                        "amount_fen": r.deposit_fen,
-                        "deadline_at": _iso(r.deadline_at),
-                    },
-                    sort_keys=True,
-                ),
-                "now": now,
-            }
-            for r in due
-        ],
-    )
+    service.forfeit(session, due, now)
     # The claimed count, not the posted one: a rental the ledger refused must not make the
     # caller (`run_in_chunks`) stop after one chunk on every run.
-    return claimed
+    return len(due)
 
 
 def send_reminders(session: Session, now: datetime, *, limit: int = CHUNK) -> int:

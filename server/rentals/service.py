@@ -10,6 +10,7 @@ runs inside the bridge batch's transaction and flushes, never commits.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -28,6 +29,7 @@ from server.core.errors import Conflict, NotFound
 from server.core.money import Fen
 from server.kiosk_state.service import SlotActivity
 from server.ledger import service as ledger
+from server.ledger.service import Forfeiture
 from server.models import (
     AuditLog,
     DepositStatus,
@@ -37,6 +39,7 @@ from server.models import (
     UmbrellaState,
 )
 from server.models.deposit import DepositPayment
+from server.notifications import repository as outbox
 from server.notifications import rules as notes
 from server.notifications import service as notifications
 from server.rentals import repository as repo
@@ -433,34 +436,68 @@ def _end(
     )
 
 
+def forfeit(session: Session, due: Sequence[repo.DueRental], now: datetime) -> list[repo.DueRental]:
+    """Forfeit the deposits of rentals past their deadline (SPEC §2 Automatic forfeiture),
+    set-wise: ledger `deposit_forfeited` keyed `forfeit:rental:<id>` (so the sweep and a late
+    return can never both move the money), rental and deposit `forfeited`, umbrella the
+    rider's, the rider told. The caller holds the rentals locked. Returns those forfeited: a
+    rental the ledger refuses (it disagrees with the rental: a bug or a hand edit) stays
+    active and shows up in the stuck view rather than move money twice."""
+    posted = {
+        f.reference
+        for f in ledger.post_forfeitures(
+            session,
+            [
+                Forfeiture(
+                    rider_id=str(r.rider_id),
+                    amount=Fen(r.deposit_fen),
+                    idempotency_key=f"forfeit:rental:{r.id}",
+                    reference=f"rental:{r.id}",
+                )
+                for r in due
+            ],
+        )
+    }
+    done = [r for r in due if f"rental:{r.id}" in posted]
+    repo.mark_forfeited(session, done, now)
+    outbox.insert_pending(
+        session,
+        [
+            {
+                "rider_id": r.rider_id,
+                "kind": notes.DEPOSIT_FORFEITED,
+                "dedup_key": notes.dedup_key(notes.DEPOSIT_FORFEITED, f"rental:{r.id}"),
+                "payload": json.dumps(
+                    {
+                        "rental_id": r.id,
+                        "amount_fen": r.deposit_fen,
+                        "deadline_at": None if r.deadline_at is None else r.deadline_at.isoformat(),
+                    },
+                    sort_keys=True,
+                ),
+                "now": now,
+            }
+            for r in done
+        ],
+    )
+    return done
+
+
 def _forfeit(session: Session, rental: Rental, now: datetime) -> None:
-    """One rental's forfeiture, the same movement and key as the sweep's
-    (`rentals.jobs.forfeit_overdue`), for a late return that reaches us before the sweep."""
-    subject = f"rental:{rental.id}"
-    ledger.post(
-        session,
-        EntryKind.DEPOSIT_FORFEITED,
-        rider_id=str(rental.rider_id),
-        amount=Fen(rental.deposit_fen),
-        idempotency_key=f"forfeit:{subject}",
-        reference=subject,
-    )
-    rental.status = RentalStatus.FORFEITED
-    rental.forfeited_at = now
-    payment = session.get(DepositPayment, rental.deposit_payment_id, with_for_update=True)
-    if payment is not None and payment.status is DepositStatus.HELD:
-        payment.status = DepositStatus.FORFEITED
-    notifications.enqueue(
-        session,
+    """A late return that reaches us before the sweep: forfeit first, exactly as the sweep
+    would (the same `forfeit`), then the return restocks the umbrella."""
+    due = repo.DueRental(
+        rental.id,
         rental.rider_id,
-        notes.DEPOSIT_FORFEITED,
-        subject,
-        {
-            "rental_id": rental.id,
-            "amount_fen": rental.deposit_fen,
-            "deadline_at": None if rental.deadline_at is None else rental.deadline_at.isoformat(),
-        },
+        rental.deposit_fen,
+        rental.deposit_payment_id,
+        rental.umbrella_tag,
+        rental.deadline_at,
     )
+    if forfeit(session, [due], now):
+        # The set-wise UPDATE does not refresh the loaded object.
+        rental.status = RentalStatus.FORFEITED
+        rental.forfeited_at = now
 
 
 # --------------------------------------------------------------------------- bridge side
