@@ -14,10 +14,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from server.core.clock import clock
 from server.core.db import Database
 from server.ledger import service as ledger
 from server.models import Base
+from server.wechat.miniprogram import MiniProgramClient
+from server.wechat.standin import WeChatStandIn
 from tests.services import REDIS_URL, require, throwaway_pg_database
+from tests.wechat_env import make_standin
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +62,24 @@ def redis_url() -> str:
     client.flushdb()
     client.close()
     return REDIS_URL
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock() -> Iterator[None]:
+    """Tests move the one clock (core/clock.py); every test starts from the real time."""
+    yield
+    clock.reset()
+
+
+@pytest.fixture
+def standin() -> Iterator[WeChatStandIn]:
+    """A local WeChat over real HTTP (tests/wechat_env.py: shared keys, fast retries)."""
+    with make_standin() as s:
+        yield s
+
+
+@pytest.fixture
+def mini_program(standin: WeChatStandIn) -> Iterator[MiniProgramClient]:
+    """Our mini-program API client (login, subscribe messages) talking to the stand-in."""
+    with MiniProgramClient(standin.appid, standin.secret, base_url=standin.url) as c:
+        yield c

@@ -41,7 +41,6 @@ from tests.wechat_env import (
     Env,
     last_notification,
     login,
-    make_standin,
     me,
     notifications_of,
     pay_deposit,
@@ -50,18 +49,6 @@ from tests.wechat_env import (
 )
 
 WITHDRAW = "/api/v1/deposits/withdraw"
-
-
-@pytest.fixture(autouse=True)
-def _reset_clock() -> Iterator[None]:
-    yield
-    clock.reset()
-
-
-@pytest.fixture
-def standin() -> Iterator[WeChatStandIn]:
-    with make_standin() as s:
-        yield s
 
 
 @pytest.fixture

@@ -7,11 +7,8 @@ the way WeChat's would; the test talks to it with httpx. Both databases (`db`).
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,78 +27,22 @@ from server.deposits.jobs import reconcile_pending_deposits
 from server.ledger import service as ledger
 from server.models import DepositPayment, DepositStatus, EntryKind, JournalEntry, RiderSession
 from server.payments import signing
-from server.payments.wechatpay import WeChatPayClient
-from server.runtime import attach_wechat, wechat_hooks
+from server.runtime import wechat_hooks
 from server.scheduler.runner import build_scheduler
-from server.wechat.miniprogram import MiniProgramClient
 from server.wechat.standin import SentNotification, WeChatStandIn
 from tests.services import free_port
 from tests.wechat_env import (
     FAST_RETRIES,
     FORGER_KEY,
-    MERCHANT_KEY,
     NOTIFY_PATH,
-    PLATFORM_KEY,
+    Env,
+    wechat_env,
 )
-from tests.wechat_env import serve as _serve
-
-
-@dataclass
-class Env:
-    api: httpx.Client
-    standin: WeChatStandIn
-    db: Database
-    pay: WeChatPayClient
-    notify_url: str
-
-
-@pytest.fixture(autouse=True)
-def _reset_clock() -> Iterator[None]:
-    yield
-    clock.reset()
-
-
-@pytest.fixture
-def standin() -> Iterator[WeChatStandIn]:
-    with WeChatStandIn(
-        retry_schedule_s=FAST_RETRIES,
-        merchant_private_key=MERCHANT_KEY,
-        platform_private_key=PLATFORM_KEY,
-        notify_timeout_s=2.0,
-    ) as s:
-        yield s
-
-
-@contextmanager
-def _env(
-    db: Database, standin: WeChatStandIn, tmp_path: Path, notify_url: str | None = None
-) -> Iterator[Env]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    notify_url = notify_url or base + NOTIFY_PATH
-    settings = Settings(
-        data_dir=tmp_path,
-        wechat_appid=standin.appid,
-        wechat_api_base_url=standin.url,
-        wechatpay_base_url=standin.url,
-        wechatpay_mchid=standin.mchid,
-        wechatpay_notify_url=notify_url,
-        rider_token_ttl_s=3600,
-    )
-    with (
-        MiniProgramClient(standin.appid, standin.secret, base_url=standin.url) as mini,
-        WeChatPayClient(standin.pay_config()) as pay,
-    ):
-        app = create_app(settings, db=db, hooks=[attach_wechat(mini, pay)])
-        with _serve(app, sock), httpx.Client(base_url=base, timeout=10) as api:
-            yield Env(api=api, standin=standin, db=db, pay=pay, notify_url=notify_url)
 
 
 @pytest.fixture
 def env(db: Database, standin: WeChatStandIn, tmp_path: Path) -> Iterator[Env]:
-    with _env(db, standin, tmp_path) as e:
+    with wechat_env(db, standin, tmp_path) as e:
         yield e
 
 
@@ -110,7 +51,8 @@ def env_without_notifications(
     db: Database, standin: WeChatStandIn, tmp_path: Path
 ) -> Iterator[Env]:
     """The notify URL points at a closed port: every notification attempt fails."""
-    with _env(db, standin, tmp_path, f"http://127.0.0.1:{free_port()}{NOTIFY_PATH}") as e:
+    closed = f"http://127.0.0.1:{free_port()}{NOTIFY_PATH}"
+    with wechat_env(db, standin, tmp_path, notify_url=closed) as e:
         yield e
 
 

@@ -44,12 +44,6 @@ from tests.wechat_env import login as wx_login
 from tests.wechat_env import me as wx_me
 
 
-@pytest.fixture(autouse=True)
-def _reset_clock() -> Iterator[None]:
-    yield
-    clock.reset()
-
-
 @dataclass
 class World:
     stack: Stack

@@ -32,19 +32,6 @@ from server.payments.wechatpay import WeChatPayClient
 from server.wechat.standin import WeChatStandIn, openid_for
 from tests.integration.rows import add_kiosks
 from tests.services import free_port
-from tests.wechat_env import make_standin
-
-
-@pytest.fixture(autouse=True)
-def _reset_clock() -> Iterator[None]:
-    yield
-    clock.reset()
-
-
-@pytest.fixture
-def standin() -> Iterator[WeChatStandIn]:
-    with make_standin() as s:
-        yield s
 
 
 @pytest.fixture

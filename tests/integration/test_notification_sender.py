@@ -7,7 +7,6 @@ sleeping, and the rider API is called over HTTP."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,22 +38,9 @@ KEY = signing.generate_private_key()
 TEMPLATES = TemplateSet.from_settings(Settings())
 
 
-@pytest.fixture(autouse=True)
-def _reset_clock() -> Iterator[None]:
-    yield
-    clock.reset()
-
-
 @pytest.fixture
-def standin() -> Iterator[WeChatStandIn]:
-    with WeChatStandIn(merchant_private_key=KEY, platform_private_key=KEY) as s:
-        yield s
-
-
-@pytest.fixture
-def client(standin: WeChatStandIn) -> Iterator[MiniProgramClient]:
-    with MiniProgramClient(standin.appid, standin.secret, base_url=standin.url) as c:
-        yield c
+def client(mini_program: MiniProgramClient) -> MiniProgramClient:
+    return mini_program
 
 
 def add_rider(db: Database, openid: str) -> int:

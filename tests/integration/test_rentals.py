@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -52,12 +52,6 @@ from tests.integration.rows import add_kiosks, add_rider_with_deposit
 
 K1, K2 = "K0001", "K0002"
 TAGS = {n: f"A{n:07X}" for n in range(1, 23)}
-
-
-@pytest.fixture(autouse=True)
-def _reset_clock() -> Iterator[None]:
-    yield
-    clock.reset()
 
 
 @dataclass

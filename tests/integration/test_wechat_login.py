@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -25,15 +23,8 @@ KEY = signing.generate_private_key()
 
 
 @pytest.fixture
-def standin() -> Iterator[WeChatStandIn]:
-    with WeChatStandIn(merchant_private_key=KEY, platform_private_key=KEY) as s:
-        yield s
-
-
-@pytest.fixture
-def client(standin: WeChatStandIn) -> Iterator[MiniProgramClient]:
-    with MiniProgramClient(standin.appid, standin.secret, base_url=standin.url) as c:
-        yield c
+def client(mini_program: MiniProgramClient) -> MiniProgramClient:
+    return mini_program
 
 
 def test_an_issued_code_exchanges_for_the_riders_openid_and_a_session_key(
