@@ -10,7 +10,7 @@ the sender starts waiting is not missed.
 (the bridge must find the record when the answer comes back, possibly within
 milliseconds), and commits the timeout separately. A caller that commits a transaction
 right before sending anyway (a rent commits its reservation) records the command in that
-transaction with `prepare` and hands the result to `send(..., prepared=...)`: one
+transaction with `prepare` and publishes it with `send_prepared`: one
 transaction and commit fewer on the rider's critical path (measured in
 bench/rental_roundtrip).
 """
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class PreparedCommand:
     """A command whose record is written in the caller's transaction (`prepare`); publish it
-    with `CommandChannel.send(..., prepared=...)` only after that transaction committed."""
+    with `CommandChannel.send_prepared` only after that transaction committed."""
 
     cmd_id: str
     kiosk_id: str
@@ -122,37 +122,28 @@ class CommandChannel:
         *,
         timeout_s: float = 10.0,
         expires_in_s: float = 30.0,
-        cmd_id: str | None = None,
-        prepared: PreparedCommand | None = None,
     ) -> CmdResult | None:
-        """Publish a command (QoS 1, waiting for PUBACK) and wait for the kiosk's answer.
+        """Record a command in a transaction of its own, publish it (QoS 1, waiting for
+        PUBACK) and wait for the kiosk's answer.
 
         None when no answer came within `timeout_s` (the record is marked `timeout`; a late
         answer still overwrites that, since the kiosk's word is the truth). Raises NotFound
         for an unregistered kiosk, PublishFailed when the broker did not take the command.
-        `cmd_id`: the caller's id when it recorded it elsewhere first (a rental matches the
-        kiosk's slot event by it); a fresh one otherwise. `prepared`: the record was
-        committed by the caller (`prepare`); nothing is written before publishing.
         """
-        if prepared is None:
-            with self.db.transaction(immediate=True) as session:
-                registered, skew_ms = repo.kiosk_clock_skew(session, kiosk_id)
-                if not registered:
-                    raise NotFound(f"kiosk {kiosk_id} is not registered", kiosk_id=kiosk_id)
-                prepared = prepare(
-                    session,
-                    kiosk_id,
-                    op,
-                    slot,
-                    expires_in_s=expires_in_s,
-                    skew_ms=skew_ms,
-                    cmd_id=cmd_id,
-                )
-        elif (prepared.kiosk_id, prepared.op, prepared.slot) != (kiosk_id, op, slot) or (
-            cmd_id not in (None, prepared.cmd_id)
-        ):
-            raise ValueError(f"prepared command {prepared} does not match the send")
-        cmd_id = prepared.cmd_id
+        with self.db.transaction(immediate=True) as session:
+            registered, skew_ms = repo.kiosk_clock_skew(session, kiosk_id)
+            if not registered:
+                raise NotFound(f"kiosk {kiosk_id} is not registered", kiosk_id=kiosk_id)
+            prepared = prepare(
+                session, kiosk_id, op, slot, expires_in_s=expires_in_s, skew_ms=skew_ms
+            )
+        return self.send_prepared(prepared, timeout_s=timeout_s)
+
+    def send_prepared(
+        self, prepared: PreparedCommand, *, timeout_s: float = 10.0
+    ) -> CmdResult | None:
+        """`send` for a command the caller recorded (`prepare`) and committed already."""
+        kiosk_id, op, slot, cmd_id = prepared.kiosk_id, prepared.op, prepared.slot, prepared.cmd_id
         # The kiosk compares the expiry with its own clock: express it in kiosk time.
         command = Command(
             kiosk_id=kiosk_id,

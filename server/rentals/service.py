@@ -142,15 +142,8 @@ def rent(
 
     while True:
         try:
-            result = channel.send(
-                attempt.kiosk_id,
-                CmdOp.UNLOCK,
-                attempt.slot_no,
-                cmd_id=attempt.cmd_id,
-                timeout_s=answer_wait_s,
-                expires_in_s=command_expiry_s,
-                prepared=attempt.command,
-            )
+            assert attempt.command is not None  # recorded with the reservation or the retry
+            result = channel.send_prepared(attempt.command, timeout_s=answer_wait_s)
         except Exception:
             # The broker did not take the unlock: nothing can open, so nothing stays open.
             with db.transaction(immediate=True) as session:

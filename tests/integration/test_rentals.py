@@ -27,7 +27,7 @@ from firmware_protocol.messages import (
     SlotEventKind,
     SlotState,
 )
-from server.bridge.commands import CommandChannel
+from server.bridge.commands import CommandChannel, PreparedCommand
 from server.bridge.dispatch import Dispatcher, inject
 from server.core.clock import clock, from_ms, to_ms
 from server.core.db import Database
@@ -72,11 +72,10 @@ class AnsweringKiosk:
         self.seq[kiosk] += 1
         return self.seq[kiosk]
 
-    def send(
-        self, kiosk_id: str, op: CmdOp, slot: int | None = None, **kw: Any
-    ) -> CmdResult | None:
+    def send_prepared(self, command: PreparedCommand, **_: Any) -> CmdResult | None:
+        kiosk_id, slot, cmd_id = command.kiosk_id, command.slot, command.cmd_id
         self.sent.append((kiosk_id, slot))
-        assert op is CmdOp.UNLOCK
+        assert command.op is CmdOp.UNLOCK
         assert slot is not None
         status = self.answers.get(slot, CmdStatus.TAKEN)
         if status is None:
@@ -94,14 +93,14 @@ class AnsweringKiosk:
                     slot,
                     SlotEventKind.REMOVED,
                     tag,
-                    cmd_id=kw["cmd_id"],
+                    cmd_id=cmd_id,
                 )
             )
         result = CmdResult(
             kiosk_id,
             self.next_seq(kiosk_id),
             now + 1,
-            kw["cmd_id"],
+            cmd_id,
             status,
             slot=slot,
             tag=tag if status is CmdStatus.TAKEN else None,
