@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import ColumnElement, Engine, any_, bindparam, create_engine, event
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -85,3 +86,34 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def any_of(
+    session: Session, column: InstrumentedAttribute[Any], values: Collection[Any]
+) -> ColumnElement[bool]:
+    """`column IN values`. On PostgreSQL as `= ANY(:array)`: one parameter, so the statement
+    text is the same whatever the batch size and the server and driver reuse its plan."""
+    ordered = sorted(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, ordered, type_=postgresql.ARRAY(column.type)))
+    return column.in_(ordered)
+
+
+#: SQLite caps the parameters of one statement; `any_of_slices` cuts IN lists to this size.
+SQLITE_IN_SLICE = 5000
+
+
+def any_of_slices(
+    session: Session, column: InstrumentedAttribute[Any], values: Collection[Any]
+) -> list[ColumnElement[bool]]:
+    """`any_of` for collections of any size: one clause on PostgreSQL, IN lists of at most
+    `SQLITE_IN_SLICE` values on SQLite; [] for no values. Run the query once per clause."""
+    ordered = sorted(values)
+    if not ordered:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        return [any_of(session, column, ordered)]
+    return [
+        column.in_(ordered[i : i + SQLITE_IN_SLICE])
+        for i in range(0, len(ordered), SQLITE_IN_SLICE)
+    ]

@@ -13,11 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Insert,
     Table,
-    any_,
-    bindparam,
     delete,
     func,
     insert,
@@ -26,8 +23,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import Session
 
+from server.core.db import any_of
 from server.models import (
     CommandRecord,
     Kiosk,
@@ -49,17 +47,6 @@ def _insert_ignoring_conflicts(session: Session, table: Table) -> Insert:
     raise NotImplementedError(f"no conflict-ignoring insert for {dialect}")
 
 
-def _among(
-    session: Session, column: InstrumentedAttribute[Any], values: Collection[Any]
-) -> ColumnElement[bool]:
-    """`column IN values`. On PostgreSQL as `= ANY(:array)`: one parameter, so the statement
-    text is the same whatever the batch size and the server and driver reuse its plan."""
-    ordered = sorted(values)
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, ordered, type_=postgresql.ARRAY(column.type)))
-    return column.in_(ordered)
-
-
 _PG_INSERT_RECEIPTS = text(
     "INSERT INTO uplink_receipts (kiosk_id, seq, msg_type, kiosk_time, received_at) "
     "SELECT * FROM unnest(CAST(:kiosk_id AS varchar[]), CAST(:seq AS bigint[]), "
@@ -74,7 +61,7 @@ def kiosk_slot_counts(session: Session, kiosk_ids: Collection[str]) -> dict[str,
     if not kiosk_ids:
         return {}
     rows = session.execute(
-        select(Kiosk.id, Kiosk.slot_count).where(_among(session, Kiosk.id, kiosk_ids))
+        select(Kiosk.id, Kiosk.slot_count).where(any_of(session, Kiosk.id, kiosk_ids))
     ).all()
     return {kiosk_id: slot_count for kiosk_id, slot_count in rows}
 
@@ -88,7 +75,7 @@ def lock_states(session: Session, kiosk_ids: Collection[str]) -> dict[str, Kiosk
     def load() -> dict[str, KioskState]:
         rows = session.scalars(
             select(KioskState)
-            .where(_among(session, KioskState.kiosk_id, ids))
+            .where(any_of(session, KioskState.kiosk_id, ids))
             .order_by(KioskState.kiosk_id)
             .with_for_update()
             .execution_options(populate_existing=True)
@@ -153,7 +140,7 @@ def load_slots(session: Session, wanted: Mapping[str, int]) -> dict[tuple[str, i
                 Slot.tag,
                 Slot.fault_code,
                 Slot.applied_seq,
-            ).where(_among(session, Slot.kiosk_id, ids))
+            ).where(any_of(session, Slot.kiosk_id, ids))
         ).all()
         return {(k, n): (st, tag, fault, seq) for k, n, st, tag, fault, seq in found}
 
@@ -187,7 +174,7 @@ def commands_by_id(session: Session, cmd_ids: Collection[str]) -> dict[str, Comm
     if not cmd_ids:
         return {}
     rows = session.scalars(
-        select(CommandRecord).where(_among(session, CommandRecord.id, cmd_ids)).with_for_update()
+        select(CommandRecord).where(any_of(session, CommandRecord.id, cmd_ids)).with_for_update()
     ).all()
     return {c.id: c for c in rows}
 

@@ -9,10 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Select,
-    String,
-    any_,
     bindparam,
     case,
     func,
@@ -21,11 +18,11 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
+from sqlalchemy.orm import Session, selectinload
 
+from server.core.db import any_of_slices
 from server.core.money import Fen
 from server.ledger.rules import (
     PLATFORM_ACCOUNTS,
@@ -255,16 +252,6 @@ def _postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _any_of(column: InstrumentedAttribute[str], values: Sequence[str]) -> ColumnElement[bool]:
-    """PostgreSQL `column = ANY(:array)`: one parameter however many values, where `IN`
-    would bind (and SQLAlchemy render) one parameter per value."""
-    return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
-
-
-#: SQLite caps the parameters of one statement; IN lists go in slices of this size.
-_SQLITE_SLICE = 5000
-
-
 def rider_balances(session: Session, rider_ids: Collection[str]) -> dict[str, int]:
     """rider id -> signed balance of its deposit account (negative = we owe the rider)."""
     codes = {rider_account(r): r for r in rider_ids}
@@ -273,14 +260,7 @@ def rider_balances(session: Session, rider_ids: Collection[str]) -> dict[str, in
     total = select(Posting.account_code, func.sum(Posting.amount_fen)).group_by(
         Posting.account_code
     )
-    if _postgres(session):
-        slices = [_any_of(Posting.account_code, keys)] if keys else []
-    else:
-        slices = [
-            Posting.account_code.in_(keys[i : i + _SQLITE_SLICE])
-            for i in range(0, len(keys), _SQLITE_SLICE)
-        ]
-    for where in slices:
+    for where in any_of_slices(session, Posting.account_code, keys):
         for code, amount in session.execute(total.where(where)):
             found[codes[code]] = int(amount)
     return found
@@ -289,14 +269,7 @@ def rider_balances(session: Session, rider_ids: Collection[str]) -> dict[str, in
 def missing_keys(session: Session, keys: Sequence[str]) -> set[str]:
     """The idempotency keys among `keys` that no entry has yet."""
     taken: set[str] = set()
-    if _postgres(session):
-        slices = [_any_of(JournalEntry.idempotency_key, keys)] if keys else []
-    else:
-        slices = [
-            JournalEntry.idempotency_key.in_(list(keys[i : i + _SQLITE_SLICE]))
-            for i in range(0, len(keys), _SQLITE_SLICE)
-        ]
-    for where in slices:
+    for where in any_of_slices(session, JournalEntry.idempotency_key, keys):
         taken.update(session.scalars(select(JournalEntry.idempotency_key).where(where)))
     return set(keys) - taken
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, any_, bindparam, case, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import and_, case, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from server.core.db import any_of
 from server.models import (
     OPEN_STATUSES,
     AuditLog,
@@ -335,58 +335,20 @@ def claim_overdue(session: Session, now: datetime, limit: int) -> list[DueRental
 
 
 def mark_forfeited(session: Session, due: Sequence[DueRental], now: datetime) -> None:
-    """Rentals `forfeited`, their deposit payments `forfeited`, their umbrellas the riders'.
-    On PostgreSQL three set-wise UPDATEs (`= ANY(:ids)`); elsewhere by primary key."""
+    """Rentals `forfeited`, their deposit payments `forfeited`, their umbrellas the riders':
+    three set-wise UPDATEs (`= ANY(:ids)` on PostgreSQL). Loaded objects are not refreshed."""
     if not due:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        _pg_mark_forfeited(session, due, now)
-        return
-    session.execute(
-        update(Rental),
-        [
-            {"id": r.id, "status": RentalStatus.FORFEITED, "forfeited_at": now, "updated_at": now}
-            for r in due
-        ],
-    )
-    session.execute(
-        update(DepositPayment),
-        [
-            {"id": pid, "status": DepositStatus.FORFEITED}
-            for pid in {r.deposit_payment_id for r in due}
-        ],
-    )
-    tags = [r.umbrella_tag for r in due if r.umbrella_tag]
-    if tags:
-        session.execute(
-            update(Umbrella),
-            [
-                {
-                    "tag": t,
-                    "state": UmbrellaState.FORFEITED,
-                    "kiosk_id": None,
-                    "slot_no": None,
-                    "updated_at": now,
-                }
-                for t in tags
-            ],
-        )
-
-
-def _pg_mark_forfeited(session: Session, due: Sequence[DueRental], now: datetime) -> None:
-    def among(column: Any, values: Collection[Any]) -> Any:
-        return column == any_(bindparam(None, sorted(values), type_=ARRAY(column.type)))
-
     unsynced = {"synchronize_session": False}
     session.execute(
         update(Rental)
-        .where(among(Rental.id, {r.id for r in due}))
+        .where(any_of(session, Rental.id, {r.id for r in due}))
         .values(status=RentalStatus.FORFEITED, forfeited_at=now, updated_at=now)
         .execution_options(**unsynced)
     )
     session.execute(
         update(DepositPayment)
-        .where(among(DepositPayment.id, {r.deposit_payment_id for r in due}))
+        .where(any_of(session, DepositPayment.id, {r.deposit_payment_id for r in due}))
         .values(status=DepositStatus.FORFEITED)
         .execution_options(**unsynced)
     )
@@ -394,7 +356,7 @@ def _pg_mark_forfeited(session: Session, due: Sequence[DueRental], now: datetime
     if tags:
         session.execute(
             update(Umbrella)
-            .where(among(Umbrella.tag, tags))
+            .where(any_of(session, Umbrella.tag, tags))
             .values(state=UmbrellaState.FORFEITED, kiosk_id=None, slot_no=None, updated_at=now)
             .execution_options(**unsynced)
         )
