@@ -18,6 +18,7 @@ from pathlib import Path
 from anyio import to_thread
 from fastapi import FastAPI
 
+from server.accounts.router import router as accounts_router
 from server.config import Settings, get_settings
 from server.core.db import Database
 from server.core.http import AppServices, install_error_handlers
@@ -85,6 +86,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    app.include_router(accounts_router)
     app.include_router(partners_router)
     app.include_router(kiosks_router)
     app.include_router(uplinks_router)

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     wechatpay_refund_notify_url: str = "http://127.0.0.1:8000/api/v1/payments/wechat/refund-notify"
     #: Lifetime of the rider session tokens issued at login.
     rider_token_ttl_s: int = 30 * 24 * 3600
+    #: Lifetime of console/B-side user tokens (operators, partners, advertisers).
+    user_token_ttl_s: int = 12 * 3600
     #: Renting (SPEC §2): how long the kiosk may take to receive an unlock before it must
     #: ignore it (the command's expiry, in the kiosk's clock), and how long the API waits for
     #: the kiosk's answer: the expiry plus the kiosk's unlock window (30 s) plus transit.

@@ -1,7 +1,20 @@
 """SQLAlchemy 2 typed models, one file per aggregate. Importing this registers them all."""
 
+# Proof of play, make-goods, credits and invoices (issue 4) register when imported:
+from server.models import delivery as delivery
+from server.models.account import Advertiser, BillingMode, LostSpotPolicy, Role, User, UserSession
 from server.models.base import Base
+from server.models.booking import (
+    Booking,
+    BookingCreative,
+    BookingKiosk,
+    BookingStatus,
+    LoopHour,
+    Reservation,
+    VenuePrice,
+)
 from server.models.command import CommandRecord
+from server.models.creative import Creative, CreativeKind, CreativeStatus
 from server.models.deposit import DepositPayment, DepositRefund, DepositStatus, RefundStatus
 from server.models.kiosk import (
     Kiosk,
@@ -21,6 +34,7 @@ from server.models.ledger import (
 )
 from server.models.notification import Notification, NotificationStatus
 from server.models.partner import Partner
+from server.models.playlist import PlaylistVersion
 from server.models.rental import (
     OPEN_STATUSES,
     AuditLog,
@@ -35,9 +49,18 @@ from server.models.uplink import RejectedUplink, UplinkReceipt
 __all__ = [
     "OPEN_STATUSES",
     "AccountType",
+    "Advertiser",
     "AuditLog",
     "Base",
+    "BillingMode",
+    "Booking",
+    "BookingCreative",
+    "BookingKiosk",
+    "BookingStatus",
     "CommandRecord",
+    "Creative",
+    "CreativeKind",
+    "CreativeStatus",
     "DepositPayment",
     "DepositRefund",
     "DepositStatus",
@@ -47,16 +70,21 @@ __all__ = [
     "KioskFault",
     "KioskState",
     "LedgerAccount",
+    "LoopHour",
+    "LostSpotPolicy",
     "Notification",
     "NotificationStatus",
     "Partner",
+    "PlaylistVersion",
     "Posting",
     "RefundStatus",
     "RejectedUplink",
     "Rental",
     "RentalStatus",
+    "Reservation",
     "Rider",
     "RiderSession",
+    "Role",
     "Slot",
     "SlotDisagreement",
     "SlotEventRecord",
@@ -64,4 +92,7 @@ __all__ = [
     "Umbrella",
     "UmbrellaState",
     "UplinkReceipt",
+    "User",
+    "UserSession",
+    "VenuePrice",
 ]

@@ -35,6 +35,14 @@ class Kiosk(Base):
     venue_type: Mapped[str] = mapped_column(String(16), index=True)
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
     slot_count: Mapped[int] = mapped_column(Integer, default=22)
+    #: The ad screen's loop (SPEC §4): `loop_seconds` of `spot_seconds` spots, so
+    #: loop_seconds // spot_seconds spots per loop (default 60 s of six 10-s spots).
+    loop_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    spot_seconds: Mapped[int] = mapped_column(Integer, default=10)
+    #: Opening hours in local whole hours, [open_hour, close_hour); close < open crosses
+    #: midnight, 0-24 is always open. Ad spots are sold only while the venue is open.
+    open_hour: Mapped[int] = mapped_column(Integer, default=0)
+    close_hour: Mapped[int] = mapped_column(Integer, default=24)
     #: PBKDF2-SHA512 hash in Mosquitto's `$7$` format; the password itself is shown once.
     mqtt_password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime]
