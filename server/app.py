@@ -19,15 +19,20 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from server.accounts.router import router as accounts_router
+from server.billing.router import router as billing_router
+from server.bookings.router import router as bookings_router
 from server.config import Settings, get_settings
 from server.core.db import Database
 from server.core.http import AppServices, install_error_handlers
+from server.creatives.router import router as creatives_router
+from server.delivery.router import router as delivery_router
 from server.deposits.router import router as deposits_router
 from server.kiosk_state.router import router as uplinks_router
 from server.kiosks import service as kiosk_service
 from server.kiosks.router import router as kiosks_router
 from server.notifications.router import router as notifications_router
 from server.partners.router import router as partners_router
+from server.playlists.router import router as playlists_router
 from server.rentals.router import ops as ops_router
 from server.rentals.router import router as rentals_router
 from server.riders.router import router as riders_router
@@ -95,4 +100,9 @@ def create_app(
     app.include_router(notifications_router)
     app.include_router(rentals_router)
     app.include_router(ops_router)
+    app.include_router(creatives_router)
+    app.include_router(bookings_router)
+    app.include_router(playlists_router)
+    app.include_router(delivery_router)
+    app.include_router(billing_router)
     return app

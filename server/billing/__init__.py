@@ -1,0 +1,1 @@
+"""Billing (SPEC §4)."""

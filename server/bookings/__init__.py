@@ -1,0 +1,1 @@
+"""Bookings (SPEC §4)."""

@@ -1,0 +1,1 @@
+"""Creatives (SPEC §4)."""

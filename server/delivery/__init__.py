@@ -1,0 +1,1 @@
+"""Delivery (SPEC §4)."""

@@ -1,0 +1,1 @@
+"""Playlists (SPEC §4)."""
