@@ -1,6 +1,7 @@
 """SQLAlchemy 2 typed models, one file per aggregate. Importing this registers them all."""
 
 # Proof of play, make-goods, credits and invoices (issue 4) register when imported:
+from server.models import billing as billing
 from server.models import delivery as delivery
 from server.models.account import Advertiser, BillingMode, LostSpotPolicy, Role, User, UserSession
 from server.models.base import Base

@@ -1,0 +1,3 @@
+"""Advertiser invoices: prepaid orders and monthly statements (SPEC §4 Billing)."""
+
+from __future__ import annotations
