@@ -27,6 +27,7 @@ from server.core.http import AppServices, install_error_handlers
 from server.creatives.router import router as creatives_router
 from server.delivery.router import router as delivery_router
 from server.deposits.router import router as deposits_router
+from server.gbfs.router import router as gbfs_router
 from server.kiosk_state.router import router as uplinks_router
 from server.kiosks import service as kiosk_service
 from server.kiosks.router import router as kiosks_router
@@ -105,4 +106,5 @@ def create_app(
     app.include_router(playlists_router)
     app.include_router(delivery_router)
     app.include_router(billing_router)
+    app.include_router(gbfs_router)
     return app
