@@ -102,8 +102,45 @@ class Settings(BaseSettings):
     notification_send_interval_s: int = 10
     notification_batch_max: int = 200
 
+    # Proof of play and delivery (SPEC §4; server/delivery/).
+    #: A kiosk-day is settled (lost spots become make-goods or credits) this long after the
+    #: local day ended, so a kiosk that was offline can reconnect and replay its plays first.
+    ad_settlement_grace_s: int = 6 * 3600
+    #: How far back (days before the grace cutoff) the settlement job looks for unsettled
+    #: kiosk-days; covers a scheduler that was down for that long.
+    ad_settlement_lookback_days: int = 7
+    #: How often the scheduler runs the settlement job.
+    ad_settlement_interval_s: int = 900
+
+    #: Advertiser billing (SPEC §4): the time zone whose calendar dates invoices and monthly
+    #: statements (issued on the 1st, due on the 20th), and how often the scheduler checks
+    #: whether a statement is due (it only acts once a month; several schedulers are safe).
+    billing_timezone: str = "Asia/Shanghai"
+    billing_statement_check_interval_s: int = 3600
+
+    # Playlists (SPEC §4; server/playlists/). A compile covers `playlist_ahead_h` local hours
+    # from the current one; a kiosk is compiled again when what it has covers less than
+    # `playlist_min_ahead_h` (so at least 48 h stay ahead while it is offline), or when a
+    # booking on it changed. The job runs every `playlist_compile_interval_s`, which bounds
+    # how long a booking change or an approval takes to reach the kiosks.
+    playlist_ahead_h: int = 72
+    playlist_min_ahead_h: int = 49
+    playlist_compile_interval_s: int = 20
+    #: Kiosks compiled per transaction.
+    playlist_chunk: int = 500
+    #: A published playlist the kiosk has not acknowledged is published again after this long
+    #: (retained, so harmless; repairs a lost retained message or a stale one winning a race).
+    playlist_republish_s: int = 600
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+
+    # Creatives' media (SPEC §4): uploads are stored by their SHA-256 under data_dir/media and
+    # served to kiosks at <media_base_url>/api/v1/media/<sha256> (server/creatives/media.py).
+    #: The address kiosks download media from; empty means http://<api_host>:<api_port>.
+    media_base_url: str = ""
+    #: The largest media file accepted (a 10-s 1080p spot is well under 50 MB).
+    media_max_bytes: int = 200 * 1024 * 1024
 
     @property
     def db_url(self) -> str:
@@ -128,6 +165,14 @@ class Settings(BaseSettings):
                 self.wechatpay_platform_public_key_file,
             )
         )
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def media_url_base(self) -> str:
+        return (self.media_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
     @property
     def broker_password_file(self) -> Path:
