@@ -13,6 +13,8 @@ from server.core.http import SessionDep, require_operator, services
 from server.kiosks import rules, service
 from server.kiosks.repository import KioskFilters
 from server.kiosks.schemas import (
+    AdScreenIn,
+    AdScreenOut,
     CommandIn,
     CommandOut,
     KioskCreate,
@@ -140,6 +142,10 @@ def register_kiosk(
         venue_type=body.venue_type,
         timezone=body.timezone,
         slot_count=body.slot_count,
+        loop_seconds=body.loop_seconds,
+        spot_seconds=body.spot_seconds,
+        open_hour=body.open_hour,
+        close_hour=body.close_hour,
         cloud_usernames=service.cloud_users(settings),
     )
     detail = service.get_kiosk(session, creds.kiosk_id)
@@ -149,6 +155,24 @@ def register_kiosk(
         mqtt_username=creds.kiosk_id,
         mqtt_password=creds.password,
     )
+
+
+@router.patch(
+    "/{kiosk_id}/ad-screen",
+    dependencies=[Depends(require_operator)],
+    summary="Change the ad screen's loop (loop_seconds, spot_seconds) and opening hours",
+    responses={409: {"description": "a future hour already sold more than the new loop holds"}},
+)
+def set_ad_screen(kiosk_id: KioskId, body: AdScreenIn, session: SessionDep) -> AdScreenOut:
+    kiosk = service.set_ad_screen(
+        session,
+        kiosk_id,
+        loop_seconds=body.loop_seconds,
+        spot_seconds=body.spot_seconds,
+        open_hour=body.open_hour,
+        close_hour=body.close_hour,
+    )
+    return AdScreenOut.of(kiosk)
 
 
 @router.post(

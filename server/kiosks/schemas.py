@@ -8,10 +8,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from server.bookings import rules as ad_rules
 from server.kiosks import rules
 from server.kiosks.repository import KioskRow
 from server.kiosks.service import KioskDetail, NearbyKiosk
-from server.models import SlotStatus
+from server.models import Kiosk, SlotStatus
 
 
 class KioskCreate(BaseModel):
@@ -36,6 +37,25 @@ class KioskCreate(BaseModel):
     )
     timezone: str = Field(default=rules.DEFAULT_TIMEZONE, max_length=64)
     slot_count: int = Field(default=rules.DEFAULT_SLOT_COUNT, ge=1, le=rules.MAX_SLOT_COUNT)
+    loop_seconds: int = Field(
+        default=ad_rules.DEFAULT_LOOP_SECONDS, ge=1, le=3600, description="The ad screen's loop"
+    )
+    spot_seconds: int = Field(
+        default=ad_rules.DEFAULT_SPOT_SECONDS,
+        ge=1,
+        le=300,
+        description="One spot; loop_seconds must be a multiple of it",
+    )
+    open_hour: int = Field(default=0, ge=0, le=23, description="Local hour the venue opens")
+    close_hour: int = Field(
+        default=24, ge=1, le=24, description="Local hour it closes; < open_hour crosses midnight"
+    )
+
+    @model_validator(mode="after")
+    def _screen(self) -> KioskCreate:
+        ad_rules.validate_loop(self.loop_seconds, self.spot_seconds)
+        ad_rules.validate_opening_hours(self.open_hour, self.close_hour)
+        return self
 
     @field_validator("venue_type")
     @classmethod
@@ -114,9 +134,42 @@ class SlotOut(BaseModel):
     observed_at: datetime | None
 
 
+class AdScreenIn(BaseModel):
+    """The ad screen's loop and the venue's opening hours (SPEC §4 Inventory). Fields left
+    out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loop_seconds: int | None = Field(default=None, ge=1, le=3600)
+    spot_seconds: int | None = Field(default=None, ge=1, le=300)
+    open_hour: int | None = Field(default=None, ge=0, le=23)
+    close_hour: int | None = Field(default=None, ge=1, le=24)
+
+
+class AdScreenOut(BaseModel):
+    kiosk_id: str
+    loop_seconds: int
+    spot_seconds: int
+    spots_per_loop: int
+    open_hour: int
+    close_hour: int
+
+    @classmethod
+    def of(cls, k: Kiosk) -> AdScreenOut:
+        return cls(
+            kiosk_id=k.id,
+            loop_seconds=k.loop_seconds,
+            spot_seconds=k.spot_seconds,
+            spots_per_loop=k.loop_seconds // k.spot_seconds,
+            open_hour=k.open_hour,
+            close_hour=k.close_hour,
+        )
+
+
 class KioskOut(KioskSummary):
     timezone: str
     created_at: datetime
+    ad_screen: AdScreenOut
     firmware: str | None
     signal_dbm: int | None
     online_changed_at: datetime | None
@@ -137,6 +190,7 @@ class KioskOut(KioskSummary):
             **base,
             timezone=d.row.kiosk.timezone,
             created_at=d.row.kiosk.created_at,
+            ad_screen=AdScreenOut.of(d.row.kiosk),
             firmware=d.state.firmware if d.state else None,
             signal_dbm=d.state.signal_dbm if d.state else None,
             online_changed_at=d.state.online_changed_at if d.state else None,

@@ -13,6 +13,8 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from firmware_protocol.messages import CmdOp, CmdResult
+from server.bookings import rules as ad_rules
+from server.bookings import service as bookings
 from server.bridge.commands import CommandChannel
 from server.broker.credentials import atomic_write, generate_password, hash_password
 from server.broker.mosquitto import BrokerFiles, reload_mosquitto, write_mosquitto_files
@@ -80,6 +82,10 @@ def _new_kiosk(
     venue_type: str,
     timezone: str = rules.DEFAULT_TIMEZONE,
     slot_count: int = rules.DEFAULT_SLOT_COUNT,
+    loop_seconds: int = ad_rules.DEFAULT_LOOP_SECONDS,
+    spot_seconds: int = ad_rules.DEFAULT_SPOT_SECONDS,
+    open_hour: int = 0,
+    close_hour: int = 24,
 ) -> tuple[Kiosk, list[KioskState | Slot], str]:
     """The rows of a new kiosk (registry facts, offline state, empty slots) and its password."""
     password = generate_password()
@@ -93,6 +99,10 @@ def _new_kiosk(
         venue_type=venue_type,
         timezone=timezone,
         slot_count=slot_count,
+        loop_seconds=loop_seconds,
+        spot_seconds=spot_seconds,
+        open_hour=open_hour,
+        close_hour=close_hour,
         mqtt_password_hash=hash_password(password),
         created_at=clock.now(),
     )
@@ -118,6 +128,10 @@ def register_kiosk(
     kiosk_id: str | None = None,
     timezone: str = rules.DEFAULT_TIMEZONE,
     slot_count: int = rules.DEFAULT_SLOT_COUNT,
+    loop_seconds: int = ad_rules.DEFAULT_LOOP_SECONDS,
+    spot_seconds: int = ad_rules.DEFAULT_SPOT_SECONDS,
+    open_hour: int = 0,
+    close_hour: int = 24,
     cloud_usernames: Iterable[str] = ("cloud",),
     rng: random.Random | None = None,
 ) -> KioskCredentials:
@@ -135,6 +149,7 @@ def register_kiosk(
         raise InvalidKiosk(f"coordinates out of range: lat={lat}, lon={lon}")
     if not 1 <= slot_count <= rules.MAX_SLOT_COUNT:
         raise InvalidKiosk(f"slot_count must be 1..{rules.MAX_SLOT_COUNT}, got {slot_count}")
+    _check_ad_screen(loop_seconds, spot_seconds, open_hour, close_hour)
     if kiosk_id is None:
         kiosk_id = _free_id(session, rng, set())
     elif not rules.valid_kiosk_id(kiosk_id):
@@ -153,12 +168,53 @@ def register_kiosk(
         venue_type=venue,
         timezone=timezone,
         slot_count=slot_count,
+        loop_seconds=loop_seconds,
+        spot_seconds=spot_seconds,
+        open_hour=open_hour,
+        close_hour=close_hour,
     )
     session.add(kiosk)
     session.flush()  # the kiosk row first: state and slots reference it
     repo.add(session, *children)
     session.flush()
     return KioskCredentials(kiosk_id=kiosk_id, password=password)
+
+
+def _check_ad_screen(loop_seconds: int, spot_seconds: int, open_hour: int, close_hour: int) -> None:
+    try:
+        ad_rules.validate_loop(loop_seconds, spot_seconds)
+        ad_rules.validate_opening_hours(open_hour, close_hour)
+    except ad_rules.RuleError as exc:
+        raise InvalidKiosk(str(exc)) from exc
+
+
+def set_ad_screen(
+    session: Session,
+    kiosk_id: str,
+    *,
+    loop_seconds: int | None = None,
+    spot_seconds: int | None = None,
+    open_hour: int | None = None,
+    close_hour: int | None = None,
+) -> Kiosk:
+    """Change the ad screen's loop and the venue's opening hours (SPEC §4 Inventory); None
+    keeps a value. A new loop size applies to the hours not yet played and is refused if
+    one of them already sold more spots than the new loop holds. New opening hours apply to
+    what is sold from now on; what is already sold stays sold."""
+    kiosk = session.get(Kiosk, kiosk_id, with_for_update=True)
+    if kiosk is None:
+        raise NotFound(f"kiosk {kiosk_id} does not exist", kiosk_id=kiosk_id)
+    loop = kiosk.loop_seconds if loop_seconds is None else loop_seconds
+    spot = kiosk.spot_seconds if spot_seconds is None else spot_seconds
+    opens = kiosk.open_hour if open_hour is None else open_hour
+    closes = kiosk.close_hour if close_hour is None else close_hour
+    _check_ad_screen(loop, spot, opens, closes)
+    if loop // spot != kiosk.loop_seconds // kiosk.spot_seconds:
+        bookings.resize_loop(session, kiosk_id, loop // spot)
+    kiosk.loop_seconds, kiosk.spot_seconds = loop, spot
+    kiosk.open_hour, kiosk.close_hour = opens, closes
+    session.flush()
+    return kiosk
 
 
 def rotate_password(session: Session, kiosk_id: str) -> KioskCredentials:
