@@ -50,6 +50,12 @@ class SharedState(Protocol):
     def incr_many(self, deltas: Mapping[str, int]) -> None: ...
     def counters(self, prefix: str = "") -> dict[str, int]: ...
 
+    # -- cached documents (GBFS feeds): bytes under a key, dropped after `ttl_s` seconds.
+    # The expiry only bounds memory; callers that must not serve stale data check the age
+    # they stored inside the value against their own clock (server/gbfs/service.py).
+    def cache_get(self, key: str) -> bytes | None: ...
+    def cache_set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -165,6 +171,13 @@ class RedisSharedState:
         out = {_text(k): int(v) for k, v in raw.items()}
         return {k: v for k, v in sorted(out.items()) if k.startswith(prefix)}
 
+    def cache_get(self, key: str) -> bytes | None:
+        value = self._r.get(self._k("cache", key))
+        return value if isinstance(value, bytes) else None
+
+    def cache_set(self, key: str, value: bytes, ttl_s: int) -> None:
+        self._r.set(self._k("cache", key), value, ex=max(1, ttl_s))
+
     def close(self) -> None:
         self._r.close()
 
@@ -184,6 +197,7 @@ class MemorySharedState:
         self._results: dict[str, deque[tuple[bytes, float]]] = {}
         self._presence: dict[str, Presence] = {}
         self._counters: dict[str, int] = {}
+        self._cache: dict[str, tuple[bytes, float]] = {}
 
     def seen_many(self, keys: Sequence[str]) -> list[bool]:
         now = time.monotonic()
@@ -257,6 +271,23 @@ class MemorySharedState:
     def counters(self, prefix: str = "") -> dict[str, int]:
         with self._lock:
             return {k: v for k, v in sorted(self._counters.items()) if k.startswith(prefix)}
+
+    def cache_get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                return None
+            if entry[1] <= time.monotonic():
+                del self._cache[key]
+                return None
+            return entry[0]
+
+    def cache_set(self, key: str, value: bytes, ttl_s: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for stale in [k for k, (_, expires) in self._cache.items() if expires <= now]:
+                del self._cache[stale]
+            self._cache[key] = (value, now + max(1, ttl_s))
 
     def close(self) -> None:
         pass
