@@ -123,6 +123,11 @@ def validate_opening_hours(open_hour: int, close_hour: int) -> None:
         raise RuleError("invalid_hours", "open_hour equals close_hour; use 0-24 for always open")
 
 
+#: The codec refuses a playlist block of more spots (firmware_protocol/codec.py), so a loop
+#: of more spots could be sold but never played.
+MAX_SPOTS_PER_LOOP = 360
+
+
 def validate_loop(loop_seconds: int, spot_seconds: int) -> int:
     """The spots per loop, refusing a loop that is not a whole number of spots."""
     if not (1 <= spot_seconds <= 300 and 1 <= loop_seconds <= 3600):
@@ -131,6 +136,12 @@ def validate_loop(loop_seconds: int, spot_seconds: int) -> int:
         raise RuleError(
             "invalid_loop",
             f"loop_seconds {loop_seconds} is not a multiple of spot_seconds {spot_seconds}",
+        )
+    if loop_seconds // spot_seconds > MAX_SPOTS_PER_LOOP:
+        raise RuleError(
+            "invalid_loop",
+            f"{loop_seconds // spot_seconds} spots per loop; a playlist block holds at most "
+            f"{MAX_SPOTS_PER_LOOP} (firmware_protocol SPEC §4.6)",
         )
     return loop_seconds // spot_seconds
 

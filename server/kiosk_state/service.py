@@ -70,6 +70,10 @@ class ApplyOutcome:
 PlayHook = Callable[[Session, Sequence[tuple[Play, datetime]]], None]
 """Called in the batch's session with new proof-of-play records (ads build on it)."""
 
+ResultHook = Callable[[Session, Sequence[tuple[CmdResult, datetime]]], None]
+"""Called in the batch's session with new command results and their receive time, in seq
+order: the answers to playlists (firmware_protocol SPEC §4.3; server/playlists)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SlotActivity:
@@ -200,10 +204,12 @@ class KioskStateService:
         live_tolerance_ms: int = rules.DEFAULT_LIVE_TOLERANCE_MS,
         on_play: PlayHook | None = None,
         on_slots: SlotHook | None = None,
+        on_results: ResultHook | None = None,
     ) -> None:
         self.live_tolerance_ms = live_tolerance_ms
         self.on_play = on_play
         self.on_slots = on_slots
+        self.on_results = on_results
 
     def record_rejected(
         self,
@@ -300,6 +306,7 @@ class KioskStateService:
         was_online = {k: s.online for k, s in states.items()}
         new_rows: defaultdict[type[Any], list[dict[str, Any]]] = defaultdict(list)
         plays: list[tuple[Play, datetime]] = []
+        results: list[tuple[CmdResult, datetime]] = []
         slot_events: list[tuple[SlotEvent, str | None, datetime, datetime]] = []
         for r in todo:
             m, now = r.msg, from_ms(r.received_ms)
@@ -400,6 +407,7 @@ class KioskStateService:
                         record.status = m.status.value
                         record.result_at = now
                     out.cmd_results.append(m)
+                    results.append((m, now))
                 case Play():
                     plays.append((m, now))
 
@@ -420,6 +428,8 @@ class KioskStateService:
             repo.insert_rows(session, model, rows)
         if plays and self.on_play is not None:
             self.on_play(session, plays)
+        if results and self.on_results is not None:
+            self.on_results(session, results)
         if self.on_slots is not None and (slot_events or slots.changed):
             self.on_slots(
                 session,

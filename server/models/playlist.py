@@ -4,9 +4,14 @@ firmware_protocol SPEC §4.6).
 `body` is the compiled playlist as JSON, with the provenance of every spot, so "why does
 this kiosk play this now" is answered from what was actually sent:
 
-    {"blocks": [{"start_ms": ..., "end_ms": ..., "local_hour": 8,
-                 "spots": [{"creative_id": "17", "booking_id": 4, "daypart": "07-10",
-                            "rule": "booked"}, ...]}]}
+    {"kiosk_id": ..., "timezone": ..., "starts_ms": ..., "ends_ms": ..., "spot_ms": 10000,
+     "catalog": [{"code": "b4-c17", "rule": "booked", "booking_id": 4, "advertiser_id": 2,
+                  "creative_id": 17, "daypart": "07-10", "note": null, "media_url": ...,
+                  "sha256": ...}, ...],
+     "blocks": [{"start_ms": ..., "end_ms": ..., "local_start": "2026-11-27T07:00+08:00",
+                 "spots": [0, 3, 1, ...]}]}     (indices into the catalog)
+
+(server/playlists/rules.py `to_body` / `from_body`.)
 
 `rule` is `booked` (a booking's spot), `make_good` (owed for spots lost offline) or
 `house` (unsold spot: network announcements and tips).
@@ -34,6 +39,8 @@ class PlaylistVersion(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
     spot_count: Mapped[int] = mapped_column(Integer)
+    #: The last compile that produced this content (an unchanged compile moves it forward:
+    #: the compiler compares it with bookings' `updated_at`, server/playlists/jobs.py).
     compiled_at: Mapped[datetime]
     #: The downlink's cmd id; the kiosk's CmdResult `ok` for it sets `acked_at`.
     cmd_id: Mapped[str] = mapped_column(String(64), unique=True)
