@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,9 +21,11 @@ from server.config import get_settings
 from server.core.clock import clock
 from server.core.errors import Conflict, DomainError, NotFound
 from server.core.money import Fen, yuan_str
+from server.ledger import service as ledger
 from server.models import AuditLog, BillingMode, Booking, BookingStatus
 from server.models.billing import Invoice, InvoiceKind, InvoiceLine, InvoiceStatus
 from server.models.delivery import AdCredit
+from server.models.ledger import EntryKind
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +192,14 @@ def _issue(
                 invoice.paid_at = now
                 invoice.payment_reference = NOTHING_DUE
             session.flush()
+            revenue: dict[str | None, Fen] = defaultdict(lambda: Fen(0))
+            for line in lines:
+                revenue[line.kiosk_id] = Fen(revenue[line.kiosk_id] + line.amount_fen)
+            credited: dict[str | None, Fen] = defaultdict(lambda: Fen(0))
+            for credit in open_credits:
+                if credit.id in claimed:
+                    credited[credit.kiosk_id] = Fen(credited[credit.kiosk_id] + credit.amount_fen)
+            _post(session, EntryKind.AD_INVOICE_ISSUED, invoice, revenue, credited)
     except IntegrityError:
         # The savepoint is gone and this call wrote nothing. Only a lost race on one of the
         # UNIQUE keys is expected here; anything else (a kiosk that does not exist) is a bug.
@@ -307,6 +318,13 @@ def mark_paid(session: Session, invoice_id: int, payment_reference: str, *, acto
     invoice.status = InvoiceStatus.PAID
     invoice.paid_at = now
     invoice.payment_reference = reference
+    _post(
+        session,
+        EntryKind.AD_INVOICE_PAID,
+        invoice,
+        {None: Fen(invoice.subtotal_fen)},
+        {None: Fen(invoice.credits_fen)},
+    )
     repo.add_audit(
         session,
         AuditLog(
@@ -319,3 +337,23 @@ def mark_paid(session: Session, invoice_id: int, payment_reference: str, *, acto
         ),
     )
     return invoice
+
+
+def _post(
+    session: Session,
+    kind: EntryKind,
+    invoice: Invoice,
+    revenue: Mapping[str | None, Fen],
+    credits: Mapping[str | None, Fen],
+) -> None:
+    """Issuing: receivable and credits (contra-revenue) against ad revenue, per kiosk, so
+    partners' revenue share is computed from the ledger; paying: bank against receivable
+    (server/ledger/rules.py)."""
+    ledger.post_invoice(
+        session,
+        kind,
+        advertiser_id=invoice.advertiser_id,
+        invoice_id=invoice.id,
+        revenue=revenue,
+        credits=credits,
+    )

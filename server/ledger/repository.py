@@ -25,6 +25,10 @@ from sqlalchemy.orm import Session, selectinload
 from server.core.db import any_of_slices
 from server.core.money import Fen
 from server.ledger.rules import (
+    ADVERTISER_ACCOUNT_PREFIX,
+    ADVERTISER_ACCOUNT_SUFFIX,
+    PARTNER_ACCOUNT_PREFIX,
+    PARTNER_ACCOUNT_SUFFIX,
     PLATFORM_ACCOUNTS,
     REVENUE_FORFEITED_DEPOSITS,
     WECHAT_DEPOSITS_HELD,
@@ -37,9 +41,13 @@ from server.models.ledger import AccountType, EntryKind, JournalEntry, LedgerAcc
 #: How many offending rows each invariant reports; the count is always exact.
 REPORT_LIMIT = 20
 
+#: Rider deposit accounts: liabilities that belong to a rider (partner payables are
+#: liabilities too, and take no part in the deposit invariants).
+_RIDER_ACCOUNT = (LedgerAccount.type == AccountType.LIABILITY) & LedgerAccount.rider_id.is_not(None)
+
 
 def ensure_accounts(
-    session: Session, accounts: Mapping[str, AccountType], *, rider_id: str, now: datetime
+    session: Session, accounts: Mapping[str, AccountType], *, rider_id: str | None, now: datetime
 ) -> None:
     """Create the accounts that do not exist yet. ON CONFLICT DO NOTHING, so two
     transactions opening the same rider's account at once both succeed."""
@@ -77,7 +85,7 @@ def add_entry(
     session: Session,
     *,
     kind: EntryKind,
-    rider_id: str,
+    rider_id: str | None,
     amount: Fen,
     idempotency_key: str,
     reference: str,
@@ -91,7 +99,10 @@ def add_entry(
         amount_fen=amount,
         reference=reference,
         created_at=now,
-        postings=[Posting(account_code=line.account, amount_fen=line.amount) for line in lines],
+        postings=[
+            Posting(account_code=line.account, amount_fen=line.amount, kiosk_id=line.kiosk_id)
+            for line in lines
+        ],
     )
     session.add(entry)
     session.flush()
@@ -155,7 +166,7 @@ def riders_owed_less_than_zero(session: Session) -> Offenders:
     bad = (
         select(Posting.account_code.label("id"), total.label("total"))
         .join(LedgerAccount, LedgerAccount.code == Posting.account_code)
-        .where(LedgerAccount.type == AccountType.LIABILITY)
+        .where(_RIDER_ACCOUNT)
         .group_by(Posting.account_code)
         .having(total > 0)
     )
@@ -169,8 +180,38 @@ def riders_reversed_more_than_forfeited(session: Session) -> Offenders:
         .join(LedgerAccount, LedgerAccount.code == Posting.account_code)
         .join(JournalEntry, JournalEntry.id == Posting.entry_id)
         .where(
-            LedgerAccount.type == AccountType.LIABILITY,
+            _RIDER_ACCOUNT,
             JournalEntry.kind.in_((EntryKind.DEPOSIT_FORFEITED, EntryKind.FORFEITURE_REVERSED)),
+        )
+        .group_by(Posting.account_code)
+        .having(total < 0)
+    )
+    return _offenders(session, bad)
+
+
+def partners_overpaid(session: Session) -> Offenders:
+    """Partner payables with a debit balance (paid out more than accrued)."""
+    total = func.sum(Posting.amount_fen)
+    bad = (
+        select(Posting.account_code.label("id"), total.label("total"))
+        .where(
+            Posting.account_code.startswith(PARTNER_ACCOUNT_PREFIX),
+            Posting.account_code.endswith(PARTNER_ACCOUNT_SUFFIX),
+        )
+        .group_by(Posting.account_code)
+        .having(total > 0)
+    )
+    return _offenders(session, bad)
+
+
+def advertisers_overpaid(session: Session) -> Offenders:
+    """Advertiser receivables with a credit balance (paid more than invoiced)."""
+    total = func.sum(Posting.amount_fen)
+    bad = (
+        select(Posting.account_code.label("id"), total.label("total"))
+        .where(
+            Posting.account_code.startswith(ADVERTISER_ACCOUNT_PREFIX),
+            Posting.account_code.endswith(ADVERTISER_ACCOUNT_SUFFIX),
         )
         .group_by(Posting.account_code)
         .having(total < 0)
@@ -210,7 +251,7 @@ def deposit_totals(session: Session) -> DepositTotals:
     riders, revenue, wechat = session.execute(
         select(
             func.coalesce(
-                func.sum(case((LedgerAccount.type == AccountType.LIABILITY, Posting.amount_fen))),
+                func.sum(case((_RIDER_ACCOUNT, Posting.amount_fen))),
                 zero,
             ),
             func.coalesce(

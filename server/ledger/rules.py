@@ -10,6 +10,18 @@ Chart of accounts (SPEC §3: rider money stays with the licensed payment institu
 | `rider:<rider_id>:deposit`    | liability | the deposit we owe that rider                       |
 | `revenue:forfeited_deposits`  | revenue   | deposits forfeited at the 7-day deadline, net of    |
 |                               |           | reversals (partner share base, SPEC §5)             |
+| `advertiser:<id>:receivable`  | asset     | what that advertiser owes us on issued invoices     |
+| `revenue:ads`                 | revenue   | screen time sold, gross (SPEC §4 Billing)           |
+| `revenue:ads_credits`         | revenue   | contra-revenue: credits for spots lost to offline   |
+|                               |           | kiosks, applied to invoices (debit balance)         |
+| `bank:ads_received`           | asset     | advertisers' payments received                      |
+| `expense:partner_share`       | expense   | partners' revenue share (SPEC §5), accrued when a   |
+|                               |           | statement is issued                                 |
+| `partner:<id>:payable`        | liability | revenue share owed to that partner, not yet paid    |
+| `wechat:profit_sharing`       | asset     | platform funds at WeChat Pay split out to partners  |
+|                               |           | through profit sharing (分账); credited by payouts  |
+|                               |           | (funding it is a treasury transfer outside this     |
+|                               |           | ledger, so its balance is what was paid out, < 0)   |
 
 Sign convention (one signed column): debit positive, credit negative. Each entry sums to
 zero; an account's balance is the SUM of its postings, so an asset's balance is positive
@@ -24,6 +36,16 @@ Movements (amount `a` fen, always > 0):
 | `deposit_forfeited`   | rider:<id>:deposit    a   | revenue:forfeited_deposits a |
 |                       | wechat:forfeitures_held a | wechat:deposits_held      a  |
 | `forfeiture_reversed` | the exact negation of `deposit_forfeited`                |
+| `ad_invoice_issued`   | advertiser:<id>:receivable total | revenue:ads, per kiosk |
+|                       | revenue:ads_credits, per kiosk   |                        |
+| `ad_invoice_paid`     | bank:ads_received total   | advertiser:<id>:receivable total |
+| `partner_share_accrued` | expense:partner_share a | partner:<id>:payable      a  |
+| `partner_share_paid`  | partner:<id>:payable  a   | wechat:profit_sharing     a  |
+
+An ad invoice's entry amount is its subtotal (issued) or its total (paid); zero legs are
+left out (an invoice its credits cover entirely has no receivable and no payment). The
+revenue and credit legs are one posting per kiosk, carrying `Posting.kiosk_id`, so a
+partner's ad revenue is a SUM over its kiosks' postings (`server/revenue/`).
 
 A forfeiture moves both the obligation (we no longer owe the rider; it is revenue) and the
 money's label at WeChat (no longer a rider's deposit), so `wechat:deposits_held` always
@@ -38,12 +60,15 @@ Invariants (`ledger.service.check_invariants` computes them in SQL):
    refunded  = Σ amount of `deposit_refunded` entries,
    held      = Σ owed(rider) over all rider accounts (= -Σ their balances),
    forfeited = -balance(revenue:forfeited_deposits) (forfeitures net of reversals);
-4. balance(wechat:deposits_held) = held (every deposit owed is money WeChat holds).
+4. balance(wechat:deposits_held) = held (every deposit owed is money WeChat holds);
+5. no advertiser receivable has a credit balance (an advertiser never paid more than it
+   was invoiced);
+6. no partner payable has a debit balance (a partner is never paid more than accrued).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -61,6 +86,29 @@ PLATFORM_ACCOUNTS: Final[dict[str, AccountType]] = {
     WECHAT_FORFEITURES_HELD: AccountType.ASSET,
     REVENUE_FORFEITED_DEPOSITS: AccountType.REVENUE,
 }
+
+REVENUE_ADS: Final = "revenue:ads"
+REVENUE_ADS_CREDITS: Final = "revenue:ads_credits"
+BANK_ADS_RECEIVED: Final = "bank:ads_received"
+
+#: The platform's advertising accounts; receivables are added per advertiser.
+AD_ACCOUNTS: Final[dict[str, AccountType]] = {
+    REVENUE_ADS: AccountType.REVENUE,
+    REVENUE_ADS_CREDITS: AccountType.REVENUE,
+    BANK_ADS_RECEIVED: AccountType.ASSET,
+}
+ADVERTISER_ACCOUNT_PREFIX: Final = "advertiser:"
+ADVERTISER_ACCOUNT_SUFFIX: Final = ":receivable"
+
+EXPENSE_PARTNER_SHARE: Final = "expense:partner_share"
+WECHAT_PROFIT_SHARING: Final = "wechat:profit_sharing"
+#: The platform's revenue-share accounts; payables are added per partner.
+PARTNER_SHARE_ACCOUNTS: Final[dict[str, AccountType]] = {
+    EXPENSE_PARTNER_SHARE: AccountType.EXPENSE,
+    WECHAT_PROFIT_SHARING: AccountType.ASSET,
+}
+PARTNER_ACCOUNT_PREFIX: Final = "partner:"
+PARTNER_ACCOUNT_SUFFIX: Final = ":payable"
 
 RIDER_ACCOUNT_PREFIX: Final = "rider:"
 RIDER_ACCOUNT_SUFFIX: Final = ":deposit"
@@ -97,6 +145,8 @@ class UnbalancedEntry(ValueError):
 class PostingLine:
     account: str
     amount: Fen  # debit positive, credit negative
+    #: The kiosk the amount is attributable to (ad revenue and credits); None elsewhere.
+    kiosk_id: str | None = None
 
 
 def rider_account(rider_id: str) -> str:
@@ -105,9 +155,29 @@ def rider_account(rider_id: str) -> str:
     return f"{RIDER_ACCOUNT_PREFIX}{rider_id}{RIDER_ACCOUNT_SUFFIX}"
 
 
+def advertiser_receivable(advertiser_id: int) -> str:
+    if type(advertiser_id) is not int or advertiser_id <= 0:
+        raise ValueError(f"invalid advertiser id {advertiser_id!r}")
+    return f"{ADVERTISER_ACCOUNT_PREFIX}{advertiser_id}{ADVERTISER_ACCOUNT_SUFFIX}"
+
+
+def partner_payable(partner_id: int) -> str:
+    if type(partner_id) is not int or partner_id <= 0:
+        raise ValueError(f"invalid partner id {partner_id!r}")
+    return f"{PARTNER_ACCOUNT_PREFIX}{partner_id}{PARTNER_ACCOUNT_SUFFIX}"
+
+
 def account_type(code: str) -> AccountType:
     if code in PLATFORM_ACCOUNTS:
         return PLATFORM_ACCOUNTS[code]
+    if code in AD_ACCOUNTS:
+        return AD_ACCOUNTS[code]
+    if code in PARTNER_SHARE_ACCOUNTS:
+        return PARTNER_SHARE_ACCOUNTS[code]
+    if code.startswith(PARTNER_ACCOUNT_PREFIX) and code.endswith(PARTNER_ACCOUNT_SUFFIX):
+        return AccountType.LIABILITY
+    if code.startswith(ADVERTISER_ACCOUNT_PREFIX) and code.endswith(ADVERTISER_ACCOUNT_SUFFIX):
+        return AccountType.ASSET
     if code.startswith(RIDER_ACCOUNT_PREFIX) and code.endswith(RIDER_ACCOUNT_SUFFIX):
         return AccountType.LIABILITY
     raise ValueError(f"unknown ledger account {code!r}")
@@ -176,8 +246,70 @@ def postings_for(
                 forfeited=forfeited,
             )
         lines = negate(_forfeiture(rider_id, fen))
-    else:  # pragma: no cover - exhaustive over EntryKind
-        raise ValueError(f"unknown entry kind {kind!r}")
+    else:
+        raise ValueError(f"{kind.value} is not a rider's movement (see invoice_postings)")
+    ensure_balanced(lines)
+    return lines
+
+
+def invoice_postings(
+    kind: EntryKind,
+    *,
+    advertiser_id: int,
+    revenue: Mapping[str | None, Fen],
+    credits: Mapping[str | None, Fen],
+) -> tuple[PostingLine, ...]:
+    """The postings of an advertiser invoice being issued or paid (module docstring), from
+    its revenue and applied credits per kiosk (None: a line without a kiosk); total =
+    subtotal - credits. Zero legs are left out; () when nothing moves at all."""
+    if any(v < 0 for v in revenue.values()) or any(v < 0 for v in credits.values()):
+        raise ValueError(f"invalid invoice amounts: revenue {revenue}, credits {credits}")
+    subtotal = Fen(sum(revenue.values()))
+    credited = Fen(sum(credits.values()))
+    if credited > subtotal:
+        raise ValueError(f"credits {credited} exceed the subtotal {subtotal}")
+    receivable = advertiser_receivable(advertiser_id)
+    total = Fen(subtotal - credited)
+    candidates: tuple[PostingLine, ...]
+    if kind is EntryKind.AD_INVOICE_ISSUED:
+        candidates = (
+            PostingLine(receivable, total),
+            *(
+                PostingLine(REVENUE_ADS_CREDITS, fen, kiosk)
+                for kiosk, fen in sorted(credits.items(), key=_kiosk_order)
+            ),
+            *(
+                PostingLine(REVENUE_ADS, Fen(-fen), kiosk)
+                for kiosk, fen in sorted(revenue.items(), key=_kiosk_order)
+            ),
+        )
+    elif kind is EntryKind.AD_INVOICE_PAID:
+        candidates = (PostingLine(BANK_ADS_RECEIVED, total), PostingLine(receivable, Fen(-total)))
+    else:
+        raise ValueError(f"{kind.value} is not an invoice movement")
+    lines = tuple(line for line in candidates if line.amount != 0)
+    if lines:
+        ensure_balanced(lines)
+    return lines
+
+
+def _kiosk_order(item: tuple[str | None, Fen]) -> str:
+    return item[0] or ""
+
+
+def partner_share_postings(
+    kind: EntryKind, *, partner_id: int, amount: object
+) -> tuple[PostingLine, ...]:
+    """A statement's share accrued (expense against the partner's payable) or paid out
+    (payable against the profit-sharing funds at WeChat Pay)."""
+    fen = require_amount(amount)
+    payable = partner_payable(partner_id)
+    if kind is EntryKind.PARTNER_SHARE_ACCRUED:
+        lines = (PostingLine(EXPENSE_PARTNER_SHARE, fen), PostingLine(payable, Fen(-fen)))
+    elif kind is EntryKind.PARTNER_SHARE_PAID:
+        lines = (PostingLine(payable, fen), PostingLine(WECHAT_PROFIT_SHARING, Fen(-fen)))
+    else:
+        raise ValueError(f"{kind.value} is not a partner share movement")
     ensure_balanced(lines)
     return lines
 

@@ -5,7 +5,7 @@ their ledger entry commit or roll back together."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -99,8 +99,99 @@ def post(
         return _same_movement(existing, kind, rider_id, fen, reference)
 
 
+def post_invoice(
+    session: Session,
+    kind: EntryKind,
+    *,
+    advertiser_id: int,
+    invoice_id: int,
+    revenue: Mapping[str | None, Fen],
+    credits: Mapping[str | None, Fen],
+) -> JournalEntry | None:
+    """Record an advertiser invoice being issued or paid (rules: `invoice_postings`), its
+    revenue and applied credits per kiosk; keyed `invoice:<id>:issued` / `invoice:<id>:paid`,
+    so posting it again returns the same entry and moves nothing. None when nothing moves
+    (a zero total paid)."""
+    lines = rules.invoice_postings(
+        kind, advertiser_id=advertiser_id, revenue=revenue, credits=credits
+    )
+    if not lines:
+        return None
+    subtotal = sum(revenue.values())
+    amount = rules.require_amount(
+        subtotal if kind is EntryKind.AD_INVOICE_ISSUED else subtotal - sum(credits.values())
+    )
+    suffix = "issued" if kind is EntryKind.AD_INVOICE_ISSUED else "paid"
+    return _post_platform(
+        session,
+        kind,
+        amount=amount,
+        idempotency_key=f"invoice:{invoice_id}:{suffix}",
+        reference=f"invoice:{invoice_id}",
+        lines=lines,
+    )
+
+
+def post_partner_share(
+    session: Session, kind: EntryKind, *, partner_id: int, statement_id: int, amount: Fen
+) -> JournalEntry:
+    """A partner statement's share accrued or paid out (rules: `partner_share_postings`),
+    keyed `partner-statement:<id>:accrued` / `:paid`: posting it again moves nothing."""
+    lines = rules.partner_share_postings(kind, partner_id=partner_id, amount=amount)
+    suffix = "accrued" if kind is EntryKind.PARTNER_SHARE_ACCRUED else "paid"
+    return _post_platform(
+        session,
+        kind,
+        amount=rules.require_amount(amount),
+        idempotency_key=f"partner-statement:{statement_id}:{suffix}",
+        reference=f"partner_statement:{statement_id}",
+        lines=lines,
+    )
+
+
+def _post_platform(
+    session: Session,
+    kind: EntryKind,
+    *,
+    amount: Fen,
+    idempotency_key: str,
+    reference: str,
+    lines: tuple[rules.PostingLine, ...],
+) -> JournalEntry:
+    """Post a movement that concerns no rider (`rider_id` None), idempotently by key, in a
+    savepoint as `post` does."""
+    now = clock.now()
+    session.flush()
+    try:
+        with session.begin_nested():
+            repository.ensure_accounts(
+                session,
+                {line.account: rules.account_type(line.account) for line in lines},
+                rider_id=None,
+                now=now,
+            )
+            existing = repository.find_entry(session, idempotency_key)
+            if existing is not None:
+                return _same_movement(existing, kind, None, amount, reference)
+            return repository.add_entry(
+                session,
+                kind=kind,
+                rider_id=None,
+                amount=amount,
+                idempotency_key=idempotency_key,
+                reference=reference,
+                lines=lines,
+                now=now,
+            )
+    except IntegrityError:
+        existing = repository.find_entry(session, idempotency_key)
+        if existing is None:
+            raise
+        return _same_movement(existing, kind, None, amount, reference)
+
+
 def _same_movement(
-    entry: JournalEntry, kind: EntryKind, rider_id: str, amount: Fen, reference: str
+    entry: JournalEntry, kind: EntryKind, rider_id: str | None, amount: Fen, reference: str
 ) -> JournalEntry:
     if (entry.kind, entry.rider_id, entry.amount_fen, entry.reference) != (
         kind,
@@ -157,6 +248,14 @@ def check_invariants(session: Session) -> list[str]:
         (
             "riders with more reversed than forfeited (account, net fen)",
             repository.riders_reversed_more_than_forfeited,
+        ),
+        (
+            "advertisers that paid more than invoiced (account, balance fen)",
+            repository.advertisers_overpaid,
+        ),
+        (
+            "partners paid more than accrued (account, balance fen)",
+            repository.partners_overpaid,
         ),
     ):
         found = offenders(session)

@@ -37,15 +37,21 @@ class AccountType(enum.StrEnum):
     ASSET = "asset"
     LIABILITY = "liability"
     REVENUE = "revenue"
+    EXPENSE = "expense"
 
 
 class EntryKind(enum.StrEnum):
-    """The money movements of SPEC §2-3."""
+    """The money movements of SPEC §2-3, and advertisers' invoices (SPEC §4 Billing)."""
 
     DEPOSIT_RECEIVED = "deposit_received"
     DEPOSIT_REFUNDED = "deposit_refunded"
     DEPOSIT_FORFEITED = "deposit_forfeited"
     FORFEITURE_REVERSED = "forfeiture_reversed"
+    AD_INVOICE_ISSUED = "ad_invoice_issued"
+    AD_INVOICE_PAID = "ad_invoice_paid"
+    #: A partner's revenue share for a statement period (SPEC §5), and its payout.
+    PARTNER_SHARE_ACCRUED = "partner_share_accrued"
+    PARTNER_SHARE_PAID = "partner_share_paid"
 
 
 class LedgerAccount(Base):
@@ -70,11 +76,13 @@ class JournalEntry(Base):
     id: Mapped[int] = mapped_column(_ID, primary_key=True)
     kind: Mapped[EntryKind] = mapped_column(Enum(EntryKind, native_enum=False, length=32))
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
-    rider_id: Mapped[str] = mapped_column(String(64), index=True)
+    #: The rider whose deposit moved; None for movements that concern no rider (an
+    #: advertiser's invoice: its accounts name the advertiser).
+    rider_id: Mapped[str | None] = mapped_column(String(64), index=True)
     #: The movement's size, always positive; the postings carry the signs.
     amount_fen: Mapped[int] = mapped_column(BigInteger)
     #: What caused it, "<type>:<id>": "payment:<out_trade_no>", "refund:<out_refund_no>",
-    #: "rental:<id>". A string because those tables are owned by other domains.
+    #: "rental:<id>", "invoice:<id>". A string because those tables are owned by other domains.
     reference: Mapped[str] = mapped_column(String(128), index=True)
     created_at: Mapped[datetime]
 
@@ -94,6 +102,10 @@ class Posting(Base):
     entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"), index=True)
     account_code: Mapped[str] = mapped_column(ForeignKey("ledger_accounts.code"), index=True)
     amount_fen: Mapped[int] = mapped_column(BigInteger)
+    #: The kiosk the amount is attributable to, on ad revenue and its credits (partners'
+    #: revenue share, SPEC §5); None elsewhere. No foreign key: the ledger is append-only
+    #: history and outlives registry rows.
+    kiosk_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
     entry: Mapped[JournalEntry] = relationship(back_populates="postings", lazy="raise")
 

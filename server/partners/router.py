@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
+from server.accounts.router import OperatorDep
 from server.core.http import SessionDep, require_operator
 from server.partners import service
-from server.partners.schemas import PartnerCreate, PartnerOut
+from server.partners.schemas import PartnerCreate, PartnerOut, PartnerTermsUpdate
 
 router = APIRouter(prefix="/api/v1/partners", tags=["partners"])
 
@@ -29,3 +30,18 @@ def list_partners(
     session: SessionDep, region: Annotated[str | None, Query(max_length=120)] = None
 ) -> list[PartnerOut]:
     return [PartnerOut.model_validate(p) for p in service.list_partners(session, region=region)]
+
+
+@router.patch("/{partner_id}", summary="Change a partner's revenue-share terms (operators)")
+def update_partner_terms(
+    partner_id: int, body: PartnerTermsUpdate, session: SessionDep, operator: OperatorDep
+) -> PartnerOut:
+    partner = service.update_terms(
+        session,
+        partner_id,
+        actor=operator.login,
+        revenue_share_bp=body.revenue_share_bp,
+        settlement_cycle=body.settlement_cycle,
+        payout_mchid=body.payout_mchid,
+    )
+    return PartnerOut.model_validate(partner)

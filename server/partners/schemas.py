@@ -4,6 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.models.partner import SettlementCycle
+
 
 class PartnerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -18,4 +20,19 @@ class PartnerOut(BaseModel):
     id: int
     name: str
     region: str
+    revenue_share_bp: int
+    settlement_cycle: SettlementCycle
+    payout_mchid: str | None
     created_at: datetime
+
+
+class PartnerTermsUpdate(BaseModel):
+    """Revenue-share terms an operator may change; omitted fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    revenue_share_bp: int | None = Field(default=None, ge=0, le=10000, examples=[3000])
+    settlement_cycle: SettlementCycle | None = None
+    payout_mchid: str | None = Field(
+        default=None, min_length=1, max_length=32, pattern=r"^[0-9]+$", examples=["1900000110"]
+    )

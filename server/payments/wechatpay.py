@@ -9,7 +9,7 @@ reasons are in `server/payments/README.md`. Protocol references are the v3 docs:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import quote
@@ -332,4 +332,33 @@ class WeChatPayClient:
     def query_refund(self, out_refund_no: str) -> dict[str, Any]:
         """查询单笔退款: `status` is SUCCESS, PROCESSING, CLOSED or ABNORMAL."""
         path = f"/v3/refund/domestic/refunds/{quote(out_refund_no, safe='')}"
+        return cast(dict[str, Any], self._request("GET", path))
+
+    def profit_sharing_order(
+        self,
+        *,
+        out_order_no: str,
+        transaction_id: str,
+        receivers: Sequence[Mapping[str, Any]],
+        unfreeze_unsplit: bool,
+    ) -> dict[str, Any]:
+        """请求分账: split part of a paid transaction to receivers (`type`, `account`,
+        `amount` fen, `description`). The same out_order_no is the same order at WeChat, so
+        retrying after an error or a lost answer never splits twice. Answers `state`
+        PROCESSING or FINISHED, and each receiver's `result` (PENDING, SUCCESS, CLOSED)."""
+        payload: dict[str, Any] = {
+            "appid": self.config.appid,
+            "transaction_id": transaction_id,
+            "out_order_no": out_order_no,
+            "receivers": [dict(r) for r in receivers],
+            "unfreeze_unsplit": unfreeze_unsplit,
+        }
+        return cast(dict[str, Any], self._request("POST", "/v3/profitsharing/orders", payload))
+
+    def query_profit_sharing_order(self, out_order_no: str, transaction_id: str) -> dict[str, Any]:
+        """查询分账结果."""
+        path = (
+            f"/v3/profitsharing/orders/{quote(out_order_no, safe='')}"
+            f"?transaction_id={quote(transaction_id, safe='')}"
+        )
         return cast(dict[str, Any], self._request("GET", path))

@@ -14,8 +14,17 @@ template id against the templates it knows (40037; by default the ones our setti
 and each value against WeChat's rules for its type (47003: thing at most 20 characters,
 amount, time, phrase...), then records the message.
 
+Profit sharing (分账, partners' revenue-share payouts): `POST /v3/profitsharing/orders` and
+`GET /v3/profitsharing/orders/{out_order_no}?transaction_id=`. The same out_order_no is the
+same order (answered again, nothing split twice); a split larger than what the transaction
+has left is NOT_ENOUGH. Besides paid orders it keeps one settlement transaction
+(`STANDIN_SETTLEMENT_TRANSACTION_ID`) with no limit, standing in for the platform's own
+funds (real WeChat splits only its own payments: see server/revenue/README.md). Splits finish
+at once (WeChat processes them asynchronously: PROCESSING, then FINISHED); receivers need
+not be added first (WeChat wants `receivers/add` beforehand).
+
 What it does not do: the real risk checks, https-only notify URLs (a local receiver is plain
-http), bills, profit sharing, the platform-certificate download endpoint (the client is
+http), bills, the platform-certificate download endpoint (the client is
 configured with the platform public key and serial, as with WeChat's 微信支付公钥 mode), and
 the rider's side of subscriptions: every rider is subscribed to every template, without the
 one-time quota, unless a test calls `refuse_subscribe`.
@@ -123,6 +132,45 @@ class Order:
             out["success_time"] = self.success_time
             out["amount"].update(payer_total=self.total, payer_currency=self.currency)
         return out
+
+
+#: The stand-in's settlement transaction: profit sharing may split any amount from it.
+STANDIN_SETTLEMENT_TRANSACTION_ID = "4200000000000000000000000000"
+_OUT_ORDER_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
+_RECEIVER_TYPES = ("MERCHANT_ID", "PERSONAL_OPENID")
+
+
+@dataclass
+class ProfitSharingOrder:
+    transaction_id: str
+    out_order_no: str
+    order_id: str
+    receivers: list[dict[str, Any]]
+    create_time: str
+    state: str = "FINISHED"
+
+    def view(self) -> dict[str, Any]:
+        """The 请求分账 / 查询分账结果 answer."""
+        return {
+            "transaction_id": self.transaction_id,
+            "out_order_no": self.out_order_no,
+            "order_id": self.order_id,
+            "state": self.state,
+            "receivers": [
+                {
+                    **r,
+                    "result": "SUCCESS",
+                    "detail_id": f"36011111111111111111111{n:03d}",
+                    "create_time": self.create_time,
+                    "finish_time": self.create_time,
+                }
+                for n, r in enumerate(self.receivers, 1)
+            ],
+        }
+
+    @property
+    def amount(self) -> int:
+        return sum(int(r["amount"]) for r in self.receivers)
 
 
 _TRADE_STATE_DESC = {
@@ -287,6 +335,10 @@ class WeChatStandIn:
 
         self.orders: dict[str, Order] = {}
         self.refunds: dict[str, Refund] = {}
+        self.profit_sharing_orders: dict[str, ProfitSharingOrder] = {}
+        #: Profit-sharing calls whose split happens but whose answer is lost (a 500 after
+        #: the money moved): the merchant must retry with the same out_order_no.
+        self.lose_profit_sharing_answers = 0
         self.notifications: list[SentNotification] = []
         self.sessions: dict[str, str] = {}  # openid -> last session_key
         self.requests_seen: list[tuple[str, str, int]] = []  # (method, path, status)
@@ -447,7 +499,8 @@ class WeChatStandIn:
         message: str = "系统错误",
     ) -> None:
         """The next `n` calls of `operation` ("prepay", "query_order", "refund",
-        "query_refund", "close_order") fail before changing anything."""
+        "query_refund", "close_order", "profit_sharing", "query_profit_sharing") fail before
+        changing anything."""
         with self._lock:
             self._forced_failures.setdefault(operation, []).extend([(status, code, message)] * n)
 
@@ -654,6 +707,12 @@ class WeChatStandIn:
             Route(
                 "/v3/refund/domestic/refunds/{out_refund_no}",
                 self._h_query_refund,
+                methods=["GET"],
+            ),
+            Route("/v3/profitsharing/orders", self._h_profit_sharing, methods=["POST"]),
+            Route(
+                "/v3/profitsharing/orders/{out_order_no}",
+                self._h_query_profit_sharing,
                 methods=["GET"],
             ),
             Route("/_standin/pay", self._h_admin_pay, methods=["POST"]),
@@ -899,6 +958,94 @@ class WeChatStandIn:
         return 200, refund.view()
 
     # auth.code2Session: always HTTP 200, errors as errcode/errmsg.
+    # 请求分账
+    async def _h_profit_sharing(self, request: Request) -> Response:
+        return await self._run(request, "profit_sharing", self._profit_sharing)
+
+    def _profit_sharing(self, _: Request, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            transaction_id = str(data["transaction_id"])
+            out_order_no = str(data["out_order_no"])
+            receivers = data["receivers"]
+            unfreeze = data["unfreeze_unsplit"]
+        except (KeyError, TypeError) as exc:
+            raise _ApiError(400, "PARAM_ERROR", f"缺少参数 {exc}") from exc
+        if not _OUT_ORDER_NO.fullmatch(out_order_no):
+            raise _ApiError(400, "PARAM_ERROR", "out_order_no 只能是数字、大小写字母_-|*@")
+        if not isinstance(unfreeze, bool):
+            raise _ApiError(400, "PARAM_ERROR", "unfreeze_unsplit 必须是布尔值")
+        if not isinstance(receivers, list) or not 1 <= len(receivers) <= 50:
+            raise _ApiError(400, "PARAM_ERROR", "receivers 必须有 1 到 50 个接收方")
+        clean = [self._receiver(r, data) for r in receivers]
+        existing = self.profit_sharing_orders.get(out_order_no)
+        if existing is not None:
+            # 同一分账单号多次请求等同一次: answer the same order, split nothing again.
+            if existing.transaction_id != transaction_id or existing.receivers != clean:
+                raise _ApiError(400, "INVALID_REQUEST", "商户分账单号已用于另一笔分账")
+            return 200, existing.view()
+        amount = sum(int(r["amount"]) for r in clean)
+        if transaction_id != STANDIN_SETTLEMENT_TRANSACTION_ID:
+            order = next(
+                (o for o in self.orders.values() if o.transaction_id == transaction_id), None
+            )
+            if order is None or order.state not in ("SUCCESS", "REFUND"):
+                raise _ApiError(404, "RESOURCE_NOT_EXISTS", "微信订单不存在")
+            split = sum(
+                o.amount
+                for o in self.profit_sharing_orders.values()
+                if o.transaction_id == transaction_id
+            )
+            if amount > order.total - order.refunded - split:
+                raise _ApiError(403, "NOT_ENOUGH", "分账金额不足")
+        created = ProfitSharingOrder(
+            transaction_id=transaction_id,
+            out_order_no=out_order_no,
+            order_id=f"30000{next(self._seq):06d}{secrets.randbelow(10**18):018d}",
+            receivers=clean,
+            create_time=_rfc3339(clock.now()),
+        )
+        self.profit_sharing_orders[out_order_no] = created
+        if self.lose_profit_sharing_answers > 0:
+            self.lose_profit_sharing_answers -= 1
+            raise _ApiError(500, "SYSTEM_ERROR", "系统错误")
+        return 200, created.view()
+
+    @staticmethod
+    def _receiver(raw: object, data: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise _ApiError(400, "PARAM_ERROR", "receivers 的每一项必须是对象")
+        try:
+            kind, account = str(raw["type"]), str(raw["account"])
+            amount, description = raw["amount"], str(raw["description"])
+        except KeyError as exc:
+            raise _ApiError(400, "PARAM_ERROR", f"缺少参数 receivers.{exc}") from exc
+        if kind not in _RECEIVER_TYPES:
+            raise _ApiError(400, "PARAM_ERROR", "receivers.type 不支持")
+        if kind == "PERSONAL_OPENID" and not data.get("appid"):
+            raise _ApiError(400, "PARAM_ERROR", "接收方为 PERSONAL_OPENID 时 appid 必填")
+        if not account or len(account) > 64:
+            raise _ApiError(400, "PARAM_ERROR", "receivers.account 长度错误")
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise _ApiError(400, "PARAM_ERROR", "receivers.amount 必须是正整数(分)")
+        if not description or len(description) > 80:
+            raise _ApiError(400, "PARAM_ERROR", "receivers.description 长度必须为 1 到 80")
+        return {"type": kind, "account": account, "amount": amount, "description": description}
+
+    # 查询分账结果
+    async def _h_query_profit_sharing(self, request: Request) -> Response:
+        return await self._run(request, "query_profit_sharing", self._query_profit_sharing)
+
+    def _query_profit_sharing(
+        self, request: Request, _: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        transaction_id = request.query_params.get("transaction_id")
+        if not transaction_id:
+            raise _ApiError(400, "PARAM_ERROR", "transaction_id 必填")
+        found = self.profit_sharing_orders.get(request.path_params["out_order_no"])
+        if found is None or found.transaction_id != transaction_id:
+            raise _ApiError(404, "RESOURCE_NOT_EXISTS", "分账单不存在")
+        return 200, found.view()
+
     async def _h_code2session(self, request: Request) -> Response:
         return JSONResponse(self._code2session(dict(request.query_params)))
 

@@ -42,8 +42,16 @@ def by_account(*entries: tuple[PostingLine, ...]) -> dict[str, int]:
     return {account: total for account, total in totals.items() if total}
 
 
-@pytest.mark.parametrize("kind", list(EntryKind))
-def test_every_movement_sums_to_zero_with_no_zero_postings(kind: EntryKind) -> None:
+RIDER_KINDS = (
+    EntryKind.DEPOSIT_RECEIVED,
+    EntryKind.DEPOSIT_REFUNDED,
+    EntryKind.DEPOSIT_FORFEITED,
+    EntryKind.FORFEITURE_REVERSED,
+)
+
+
+@pytest.mark.parametrize("kind", RIDER_KINDS)
+def test_every_rider_movement_sums_to_zero_with_no_zero_postings(kind: EntryKind) -> None:
     postings = lines(kind)
     assert sum(p.amount for p in postings) == 0
     assert all(p.amount != 0 for p in postings)
@@ -197,3 +205,68 @@ def test_fen_refuses_anything_but_a_plain_integer(value: object) -> None:
     with pytest.raises(TypeError, match="integer number of fen"):
         fen(value)
     assert fen(-3) == -3
+
+
+@pytest.mark.parametrize("kind", sorted(set(EntryKind) - set(RIDER_KINDS)))
+def test_a_movement_that_concerns_no_rider_is_refused_as_a_rider_movement(
+    kind: EntryKind,
+) -> None:
+    with pytest.raises(ValueError, match="not a rider's movement"):
+        lines(kind)
+
+
+def test_an_issued_invoice_credits_ad_revenue_and_debits_credits_per_kiosk() -> None:
+    postings = rules.invoice_postings(
+        EntryKind.AD_INVOICE_ISSUED,
+        advertiser_id=7,
+        revenue={"K1": Fen(1000), "K2": Fen(500)},
+        credits={"K2": Fen(200)},
+    )
+    assert sum(p.amount for p in postings) == 0
+    assert {(p.account, p.kiosk_id, p.amount) for p in postings} == {
+        ("advertiser:7:receivable", None, 1300),
+        (rules.REVENUE_ADS, "K1", -1000),
+        (rules.REVENUE_ADS, "K2", -500),
+        (rules.REVENUE_ADS_CREDITS, "K2", 200),
+    }
+
+
+def test_an_invoice_its_credits_cover_entirely_has_no_receivable_and_pays_nothing() -> None:
+    issued = rules.invoice_postings(
+        EntryKind.AD_INVOICE_ISSUED,
+        advertiser_id=7,
+        revenue={"K1": Fen(300)},
+        credits={"K1": Fen(300)},
+    )
+    assert {p.account for p in issued} == {rules.REVENUE_ADS, rules.REVENUE_ADS_CREDITS}
+    paid = rules.invoice_postings(
+        EntryKind.AD_INVOICE_PAID,
+        advertiser_id=7,
+        revenue={"K1": Fen(300)},
+        credits={"K1": Fen(300)},
+    )
+    assert paid == ()
+
+
+def test_credits_larger_than_the_invoice_are_refused() -> None:
+    with pytest.raises(ValueError, match="exceed"):
+        rules.invoice_postings(
+            EntryKind.AD_INVOICE_ISSUED,
+            advertiser_id=7,
+            revenue={"K1": Fen(1)},
+            credits={"K1": Fen(2)},
+        )
+
+
+def test_a_partner_share_is_accrued_to_its_payable_and_paid_out_of_profit_sharing() -> None:
+    accrued = rules.partner_share_postings(
+        EntryKind.PARTNER_SHARE_ACCRUED, partner_id=3, amount=900
+    )
+    paid = rules.partner_share_postings(EntryKind.PARTNER_SHARE_PAID, partner_id=3, amount=900)
+    assert by_account(accrued, paid) == {
+        rules.EXPENSE_PARTNER_SHARE: 900,
+        rules.WECHAT_PROFIT_SHARING: -900,
+    }
+    assert rules.account_type("partner:3:payable") is AccountType.LIABILITY
+    with pytest.raises(InvalidAmount):
+        rules.partner_share_postings(EntryKind.PARTNER_SHARE_PAID, partner_id=3, amount=0)

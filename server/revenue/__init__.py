@@ -1,0 +1,1 @@
+"""Partners' revenue-share statements and their payout through WeChat Pay profit sharing."""
