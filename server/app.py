@@ -19,12 +19,14 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from server.accounts.router import router as accounts_router
+from server.alerts.router import router as alerts_router
 from server.billing.router import router as billing_router
 from server.bookings.router import router as bookings_router
 from server.config import Settings, get_settings
 from server.core.db import Database
 from server.core.http import AppServices, install_error_handlers
 from server.creatives.router import router as creatives_router
+from server.dashboard.router import router as dashboard_router
 from server.delivery.router import router as delivery_router
 from server.deposits.router import router as deposits_router
 from server.gbfs.router import router as gbfs_router
@@ -34,8 +36,10 @@ from server.kiosks.router import router as kiosks_router
 from server.notifications.router import router as notifications_router
 from server.partners.router import router as partners_router
 from server.playlists.router import router as playlists_router
+from server.rebalancing.router import router as rebalancing_router
 from server.rentals.router import ops as ops_router
 from server.rentals.router import router as rentals_router
+from server.revenue.router import router as revenue_router
 from server.riders.router import router as riders_router
 
 Hook = Callable[[AppServices], AbstractAsyncContextManager[None]]
@@ -107,4 +111,8 @@ def create_app(
     app.include_router(delivery_router)
     app.include_router(billing_router)
     app.include_router(gbfs_router)
+    app.include_router(dashboard_router)
+    app.include_router(alerts_router)
+    app.include_router(rebalancing_router)
+    app.include_router(revenue_router)
     return app

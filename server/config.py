@@ -8,7 +8,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -118,19 +120,51 @@ class Settings(BaseSettings):
     billing_timezone: str = "Asia/Shanghai"
     billing_statement_check_interval_s: int = 3600
 
+    # Partners' revenue-share statements (SPEC §5; server/revenue/). Periods are calendar
+    # weeks or months in `partner_statement_timezone`; a period is stated this long after it
+    # ended, so ledger entries committed just after midnight but dated before it are in.
+    partner_statement_timezone: str = "Asia/Shanghai"
+    partner_statement_grace_s: int = 3600
+    partner_statement_check_interval_s: int = 3600
+    #: The WeChat Pay transaction that profit-sharing payouts split (分账 needs one per
+    #: order): the platform's settlement transaction. The default is the one the local
+    #: stand-in keeps (server/wechat/standin.py, STANDIN_SETTLEMENT_TRANSACTION_ID).
+    wechatpay_profit_sharing_transaction_id: str = "4200000000000000000000000000"
+
     # Playlists (SPEC §4; server/playlists/). A compile covers `playlist_ahead_h` local hours
     # from the current one; a kiosk is compiled again when what it has covers less than
     # `playlist_min_ahead_h` (so at least 48 h stay ahead while it is offline), or when a
     # booking on it changed. The job runs every `playlist_compile_interval_s`, which bounds
     # how long a booking change or an approval takes to reach the kiosks.
     playlist_ahead_h: int = 72
-    playlist_min_ahead_h: int = 49
+    playlist_min_ahead_h: int = 54
     playlist_compile_interval_s: int = 20
-    #: Kiosks compiled per transaction.
+    #: Kiosks compiled per transaction, and per run at most (a fleet-wide recompile, e.g.
+    #: the first one, spreads over a few runs, most urgent kiosks first).
     playlist_chunk: int = 500
+    playlist_max_per_run: int = 2000
     #: A published playlist the kiosk has not acknowledged is published again after this long
     #: (retained, so harmless; repairs a lost retained message or a stale one winning a race).
     playlist_republish_s: int = 600
+
+    # Partner dashboard, alerts and rebalancing (issue 5; server/dashboard, alerts, rebalancing).
+    #: The dashboard stream polls a cheap change signal this often, sends the whole picture
+    #: again at least every `dashboard_stream_refresh_s` (day rollover, counters), and a
+    #: keep-alive comment every `dashboard_stream_keepalive_s`.
+    dashboard_stream_poll_s: float = 1.5
+    dashboard_stream_refresh_s: float = 30.0
+    dashboard_stream_keepalive_s: float = 15.0
+    #: Alerts: offline for longer than this; at most this many umbrellas (nearly empty) or
+    #: free slots (nearly full); a slot faulty for longer than this. The job runs this often.
+    alert_offline_after_s: int = 600
+    alert_nearly_empty_max: int = 2
+    alert_nearly_full_max_free: int = 2
+    alert_slot_fault_after_s: int = 1800
+    alert_evaluate_interval_s: int = 30
+    #: Rebalancing: net flows are measured over the last `rebalancing_flow_window_h` hours
+    #: and projected `rebalancing_horizon_h` hours ahead.
+    rebalancing_flow_window_h: int = 6
+    rebalancing_horizon_h: int = 3
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -141,6 +175,37 @@ class Settings(BaseSettings):
     media_base_url: str = ""
     #: The largest media file accepted (a 10-s 1080p spot is well under 50 MB).
     media_max_bytes: int = 200 * 1024 * 1024
+
+    @field_validator("billing_timezone", "partner_statement_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    # Public GBFS 3.0 feed (SPEC §5; server/gbfs/). Feeds are served from the shared state
+    # and rebuilt once older than their `ttl`, so a feed is never staler than its ttl.
+    #: The public address the feeds are reached at, put into gbfs.json's feed URLs; empty
+    #: means http://<api_host>:<api_port>. Never taken from the request's Host header: a
+    #: cached discovery file must not carry whatever host the first client sent.
+    gbfs_public_base_url: str = ""
+    gbfs_system_id: str = "umbrella-platform"
+    gbfs_system_name_zh: str = "共享雨伞"
+    gbfs_system_name_en: str = "Shared Umbrellas"
+    gbfs_operator_name_zh: str = "共享雨伞运营平台"
+    gbfs_operator_name_en: str = "Shared Umbrella Platform"
+    #: Where consumers of the feed report technical problems (required by GBFS 3.0).
+    gbfs_feed_contact_email: str = "gbfs@example.com"
+    #: The system's time zone (system_information.timezone), an IANA name.
+    gbfs_timezone: str = "Asia/Shanghai"
+    #: ttl of station_status (live counts), station_information (the registry) and the
+    #: files that change only with a deployment (gbfs, system_information, vehicle_types,
+    #: system_pricing_plans).
+    gbfs_status_ttl_s: int = 30
+    gbfs_station_information_ttl_s: int = 60
+    gbfs_static_ttl_s: int = 3600
 
     @property
     def db_url(self) -> str:
@@ -173,6 +238,10 @@ class Settings(BaseSettings):
     @property
     def media_url_base(self) -> str:
         return (self.media_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def gbfs_base_url(self) -> str:
+        return (self.gbfs_public_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
     @property
     def broker_password_file(self) -> Path:

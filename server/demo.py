@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import uvicorn
 from rich.console import Console, Group
@@ -33,7 +34,9 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
 
+from device_sim.advertisers import DemoAdvertiser
 from device_sim.credentials import KioskCredential, read_credentials
 from device_sim.fleet import Fleet
 from device_sim.riders import CrowdStats, Endpoints, RiderCrowd, RiderTiming, describe
@@ -50,13 +53,15 @@ from server.core.shared_state import make_shared_state
 from server.kiosks import service as kiosks
 from server.ledger import service as ledger
 from server.ledger.rules import DepositTotals
-from server.models import Kiosk, KioskState, Slot, SlotStatus
+from server.models import Kiosk, KioskState, PlaylistVersion, Slot, SlotStatus
+from server.models.delivery import PlayRecord
 from server.partners import service as partners
 from server.runtime import attach_bridge, wechat_hooks
 from server.scheduler.runner import build_scheduler
 from server.wechat.standin import WeChatStandIn
 
 DEMO_CENTER = (30.2590, 120.1300)  # Hangzhou, West Lake
+DEMO_TZ = ZoneInfo("Asia/Shanghai")  # the seeded kiosks' time zone
 DEMO_RADIUS_M = 3_000.0  # kiosks are seeded, and riders appear, within this of the center
 NOTIFY_PATH = "/api/v1/payments/wechat/notify"
 REFUND_NOTIFY_PATH = "/api/v1/payments/wechat/refund-notify"
@@ -184,7 +189,7 @@ def run_demo(
                 bridge.start()
                 stack.callback(bridge.stop)
                 progress.update(step, advance=1)
-                scheduler = build_scheduler(settings, db, state)
+                scheduler = build_scheduler(settings, db, state, publisher=bridge.connection)
                 scheduler.start()
                 stack.callback(scheduler.shutdown)
                 progress.update(step, advance=1)
@@ -201,6 +206,7 @@ def run_demo(
                     "127.0.0.1",
                     mqtt_port,
                     heartbeat_s=heartbeat_s,
+                    screen=True,  # the ad screens play their playlists and prove each play
                     seed=7,
                     flash_file=settings.data_dir / "sim-flash.json",
                 )
@@ -226,6 +232,15 @@ def run_demo(
             )
             crowd.start()
             stack.callback(crowd.stop, 0.0)  # after an interrupted drain: stop at once
+
+            # An advertiser books the demo kiosks' screens; the next compile (asked for now
+            # rather than in playlist_compile_interval_s) pushes their playlists.
+            advertiser = DemoAdvertiser(f"http://127.0.0.1:{api_port}")
+            stack.callback(advertiser.close)
+            campaign = advertiser.run(
+                [c.kiosk_id for c in creds], today=clock.now().astimezone(DEMO_TZ).date()
+            )
+            scheduler.modify_job("compile_playlists", next_run_time=clock.now())
 
             stop = threading.Event()
             # A gentle churn: about one event per kiosk a minute, 5 % of them short drops.
@@ -270,8 +285,36 @@ def run_demo(
         with db.transaction() as session:
             problems = ledger.check_invariants(session)
             totals = ledger.deposit_totals(session)
+            ads = _ads_line(session, [c.kiosk_id for c in creds])
     elapsed = time.monotonic() - started
-    return _summary(console, elapsed, len(creds), riders, riders_out, wechat, totals, problems)
+    code = _summary(console, elapsed, len(creds), riders, riders_out, wechat, totals, problems)
+    console.print(campaign.describe(), highlight=False, soft_wrap=True)
+    console.print(ads, highlight=False, soft_wrap=True)
+    return code or (1 if campaign.errors else 0)
+
+
+def _ads_line(session: Session, kiosk_ids: list[str]) -> str:
+    """What the screens did: playlists acknowledged by the kiosks, plays proven."""
+    acked = session.scalar(
+        select(func.count(func.distinct(PlaylistVersion.kiosk_id))).where(
+            PlaylistVersion.kiosk_id.in_(kiosk_ids), PlaylistVersion.acked_at.is_not(None)
+        )
+    )
+    unattributed = PlayRecord.booking_id.is_(None)
+    plays = {
+        bool(house): int(n)
+        for house, n in session.execute(
+            select(unattributed, func.count())
+            .where(PlayRecord.kiosk_id.in_(kiosk_ids))
+            .group_by(unattributed)
+        )
+    }
+    booked = plays.get(False, 0)
+    note = "" if booked else " (booked hours start at the next full hour)"
+    return (
+        f"screens: {acked} of {len(kiosk_ids)} kiosks acknowledged a playlist; plays proven: "
+        f"{booked} of booked spots, {plays.get(True, 0)} of house content{note}"
+    )
 
 
 def _use_standin(settings: Settings, standin: WeChatStandIn, api_port: int) -> Settings:
@@ -294,6 +337,7 @@ def _use_standin(settings: Settings, standin: WeChatStandIn, api_port: int) -> S
             "wechatpay_platform_public_key_file": str(keys / "platform_public_key.pem"),
             "wechatpay_notify_url": base + NOTIFY_PATH,
             "wechatpay_refund_notify_url": base + REFUND_NOTIFY_PATH,
+            "media_base_url": base,
         }
     )
 

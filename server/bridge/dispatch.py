@@ -51,7 +51,9 @@ from server.config import Settings
 from server.core.clock import clock
 from server.core.db import Database
 from server.core.shared_state import SharedState
+from server.delivery.service import record_plays
 from server.kiosk_state.service import ApplyOutcome, KioskStateService, Received
+from server.playlists.service import record_results as record_playlist_results
 from server.rentals.service import apply_slot_activity
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,11 @@ class Dispatcher:
         self.shared_state = shared_state
         self.acker = acker
         self.inbox: queue.Queue[Incoming] = inbox if inbox is not None else queue.Queue()
-        self.service = service or KioskStateService(on_slots=apply_slot_activity)
+        self.service = service or KioskStateService(
+            on_slots=apply_slot_activity,
+            on_results=record_playlist_results,
+            on_play=record_plays,
+        )
         self.batch_max = max(1, batch_max)
         self.linger_s = linger_s
         self.dedup_ttl_s = dedup_ttl_s
@@ -154,6 +160,8 @@ class Dispatcher:
             service=KioskStateService(
                 live_tolerance_ms=settings.presence_timeout_s * 1000,
                 on_slots=apply_slot_activity,
+                on_results=record_playlist_results,
+                on_play=record_plays,
             ),
         )
 

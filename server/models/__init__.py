@@ -3,6 +3,8 @@
 # Proof of play, make-goods, credits and invoices (issue 4) register when imported:
 from server.models import billing as billing
 from server.models import delivery as delivery
+from server.models import operations as operations
+from server.models import revenue as revenue
 from server.models.account import Advertiser, BillingMode, LostSpotPolicy, Role, User, UserSession
 from server.models.base import Base
 from server.models.booking import (

@@ -7,6 +7,8 @@ idempotent conditional updates), so running two schedulers for availability is a
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -15,19 +17,36 @@ from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session
 
+from server.alerts import jobs as alert_jobs
+from server.alerts import service as alert_service
+from server.billing import jobs as billing_jobs
+from server.bookings import jobs as booking_jobs
+from server.bridge.commands import Publisher
+from server.bridge.connection import BridgeConnection
 from server.config import Settings
 from server.core.clock import clock
 from server.core.db import Database
 from server.core.shared_state import SharedState, make_shared_state
+from server.creatives import jobs as creative_jobs
+from server.creatives.media import MediaStore
+from server.delivery import jobs as delivery_jobs
 from server.kiosk_state import jobs as kiosk_jobs
+from server.playlists import jobs as playlist_jobs
 from server.rentals import jobs as rental_jobs
+from server.revenue import jobs as revenue_jobs
 
 log = logging.getLogger(__name__)
 
 
 def build_scheduler(
-    settings: Settings, db: Database, shared_state: SharedState
+    settings: Settings,
+    db: Database,
+    shared_state: SharedState,
+    *,
+    publisher: Publisher | None = None,
 ) -> BackgroundScheduler:
+    """`publisher` pushes compiled playlists to the kiosks (retained MQTT downlinks); without
+    one, playlists are compiled and stored and wait for a scheduler that can publish."""
     scheduler = BackgroundScheduler(
         timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
     )
@@ -109,6 +128,8 @@ def build_scheduler(
         )
         scheduler.add_listener(lambda event: mini.close(), EVENT_SCHEDULER_SHUTDOWN)
 
+    _add_ad_jobs(scheduler, settings, db, publisher)
+    _add_partner_jobs(scheduler, settings, db)
     scheduler.add_job(_logged(forfeit_overdue), "interval", seconds=60, id="forfeit_overdue")
     scheduler.add_job(_logged(deadline_reminders), "interval", seconds=300, id="reminders")
 
@@ -116,6 +137,110 @@ def build_scheduler(
     scheduler.add_job(_logged(presence_timeout), "interval", seconds=every, id="presence_timeout")
     scheduler.add_job(_logged(prune_receipts), "cron", hour=3, minute=17, id="prune_receipts")
     return scheduler
+
+
+def _add_ad_jobs(
+    scheduler: BackgroundScheduler,
+    settings: Settings,
+    db: Database,
+    publisher: Publisher | None,
+) -> None:
+    """SPEC §4: holds that ran out, playlists (a booking change or an approval reaches the
+    kiosks within `playlist_compile_interval_s`), settlement of lost spots, statements."""
+
+    def expire_holds() -> None:
+        total = run_in_chunks(db, booking_jobs.expire_holds, chunk=booking_jobs.CHUNK)
+        if total:
+            log.info("released %d booking hold(s) that ran out", total)
+
+    def compile_playlists() -> None:
+        summary = playlist_jobs.compile_and_push(db, publisher, clock.now(), settings=settings)
+        if summary.new_versions or summary.publish_failed or summary.failed:
+            log.info("playlists: %s", summary)
+
+    def prune_playlists() -> None:
+        with db.transaction(immediate=True) as session:
+            playlist_jobs.prune_versions(session, clock.now())
+
+    def settle_delivery() -> None:
+        with db.transaction(immediate=True) as session:
+            n = delivery_jobs.settle_delivery(
+                session,
+                clock.now(),
+                grace=timedelta(seconds=settings.ad_settlement_grace_s),
+                lookback_days=settings.ad_settlement_lookback_days,
+            )
+        if n:
+            log.info("settled delivery of %d kiosk-day(s)", n)
+
+    def issue_statements() -> None:
+        with db.transaction(immediate=True) as session:
+            n = billing_jobs.issue_monthly_statements(
+                session, clock.now(), billing_timezone=settings.billing_timezone
+            )
+        if n:
+            log.info("issued %d monthly statement(s)", n)
+
+    def prune_media() -> None:
+        store = MediaStore(settings.media_dir, settings.media_url_base)
+        with db.transaction() as session:
+            creative_jobs.prune_unused_media(session, store, clock.now(), timedelta(days=7))
+
+    scheduler.add_job(_logged(expire_holds), "interval", seconds=60, id="expire_holds")
+    scheduler.add_job(
+        _logged(compile_playlists),
+        "interval",
+        seconds=settings.playlist_compile_interval_s,
+        id="compile_playlists",
+        next_run_time=clock.now(),
+    )
+    scheduler.add_job(_logged(prune_playlists), "cron", hour=4, minute=7, id="prune_playlists")
+    scheduler.add_job(
+        _logged(settle_delivery),
+        "interval",
+        seconds=settings.ad_settlement_interval_s,
+        id="settle_delivery",
+    )
+    scheduler.add_job(
+        _logged(issue_statements),
+        "interval",
+        seconds=settings.billing_statement_check_interval_s,
+        id="issue_statements",
+    )
+    scheduler.add_job(_logged(prune_media), "cron", hour=3, minute=41, id="prune_media")
+
+
+def _add_partner_jobs(scheduler: BackgroundScheduler, settings: Settings, db: Database) -> None:
+    """SPEC §5: station alerts, revenue-share statements."""
+    thresholds = alert_service.thresholds_of(settings)
+
+    def evaluate_alerts() -> None:
+        with db.transaction(immediate=True) as session:
+            alert_jobs.evaluate(session, clock.now(), thresholds)
+
+    def partner_statements() -> None:
+        with db.transaction(immediate=True) as session:
+            n = revenue_jobs.issue_statements(
+                session,
+                clock.now(),
+                timezone=settings.partner_statement_timezone,
+                grace_s=settings.partner_statement_grace_s,
+            )
+        if n:
+            log.info("issued %d partner statement(s)", n)
+
+    scheduler.add_job(
+        _logged(evaluate_alerts),
+        "interval",
+        seconds=settings.alert_evaluate_interval_s,
+        id="evaluate_alerts",
+    )
+    scheduler.add_job(
+        _logged(partner_statements),
+        "interval",
+        seconds=settings.partner_statement_check_interval_s,
+        id="partner_statements",
+    )
 
 
 def run_in_chunks(
@@ -146,7 +271,12 @@ def _logged(job: Callable[[], None]) -> Callable[[], None]:
 def run_scheduler(settings: Settings, *, stop_event: threading.Event | None = None) -> None:
     db = Database(settings.db_url)
     state = make_shared_state(settings)
-    scheduler = build_scheduler(settings, db, state)
+    # Publishes playlists only (no subscription): the bridges take the kiosks' answers.
+    publisher = BridgeConnection(
+        settings, subscribe=False, client_id=f"scheduler-{socket.gethostname()}-{os.getpid()}"
+    )
+    publisher.start()
+    scheduler = build_scheduler(settings, db, state, publisher=publisher)
     scheduler.start()
     log.info("scheduler started: %s", ", ".join(j.id for j in scheduler.get_jobs()))
     stop = stop_event or threading.Event()
@@ -156,5 +286,6 @@ def run_scheduler(settings: Settings, *, stop_event: threading.Event | None = No
         pass
     finally:
         scheduler.shutdown(wait=True)
+        publisher.stop()
         state.close()
         db.dispose()

@@ -64,4 +64,9 @@ def test_demo_riders_rent_and_return_umbrellas_and_the_ledger_holds(tmp_path: Pa
     assert "umbrellas still out at the end: 0" in summary
     assert "ledger invariants: ok (check_invariants() == [])" in summary
     assert "threads left: none" in summary
+    # The demo advertiser: the slogan approved, the price ad refused naming its rule, a
+    # confirmed booking, and every kiosk acknowledged the playlist the scheduler pushed.
+    assert re.search(r"creative \d+ refused by the price check \(\w+\)", summary), summary
+    assert re.search(r"booking \d+ confirmed on 3 kiosks for ¥\d+\.\d\d", summary), summary
+    assert "screens: 3 of 3 kiosks acknowledged a playlist" in summary, f"{summary}\n{log}"
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
