@@ -23,6 +23,7 @@ from server.alerts.router import router as alerts_router
 from server.billing.router import router as billing_router
 from server.bookings.router import router as bookings_router
 from server.config import Settings, get_settings
+from server.console.router import router as console_router
 from server.core.db import Database
 from server.core.http import AppServices, install_error_handlers
 from server.creatives.router import router as creatives_router
@@ -115,4 +116,5 @@ def create_app(
     app.include_router(alerts_router)
     app.include_router(rebalancing_router)
     app.include_router(revenue_router)
+    app.include_router(console_router)
     return app

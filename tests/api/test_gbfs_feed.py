@@ -502,7 +502,9 @@ def test_no_document_is_ever_served_older_than_its_ttl(
             age = _age_s(document)
             max_age = int(r.headers["cache-control"].removeprefix("public, max-age="))
             assert 0 <= age < ttl, (feed, age, ttl)
-            assert age + max_age <= ttl
+            # max-age is whole seconds left when the server answered; `age` is measured a
+            # moment later here, so allow that moment (well under a second).
+            assert age + max_age <= ttl + 0.5, (feed, age, max_age, ttl)
             served.add(f"{feed}@{document['last_updated']}")
         clock.advance(timedelta(seconds=7))
 
