@@ -7,6 +7,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, status
+from sqlalchemy.orm import Session
 
 from server.accounts import repository as repo
 from server.accounts import rules, service
@@ -30,29 +31,36 @@ def _bearer(authorization: str | None) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def current_principal(
-    request: Request, session: SessionDep, authorization: Annotated[str | None, Header()] = None
-) -> Principal:
-    """A user's token from POST /auth/login, or the shared operator token of the settings."""
-    token = _bearer(authorization)
+def _principal_of_token(request: Request, session: Session, token: str) -> Principal:
     operator_token = services(request).settings.operator_token
     if operator_token and token and hmac.compare_digest(token.encode(), operator_token.encode()):
         return rules.OPERATOR_TOKEN_PRINCIPAL
     return service.authenticate(session, token)
 
 
+def current_principal(
+    request: Request, session: SessionDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    """A user's token from POST /auth/login, or the shared operator token of the settings."""
+    return _principal_of_token(request, session, _bearer(authorization))
+
+
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 def current_operator(
-    request: Request, session: SessionDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     """An operator user or the operator token. Without an operator token in the settings
-    and without credentials (the embedded demo), operator endpoints stay open, as the
-    registry endpoints always were (`core.http.require_operator`)."""
+    and without credentials (the embedded demo), operator endpoints stay open.
+
+    The token is looked up in a short transaction of its own, not the request's session:
+    some operator endpoints wait for a kiosk (commands) and must not hold SQLite's write
+    lock meanwhile."""
     if not authorization and not services(request).settings.operator_token:
         return rules.OPERATOR_TOKEN_PRINCIPAL
-    principal = current_principal(request, session, authorization)
+    with services(request).db.transaction() as session:
+        principal = _principal_of_token(request, session, _bearer(authorization))
     if not principal.is_operator:
         raise Forbidden("operators only")
     return principal

@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -80,19 +79,6 @@ def db_session(request: Request) -> Iterator[Session]:
 #: is sent. FastAPI's default ("request") would commit after sending, so a client could get
 #: a 201 for a transaction that then fails, and background tasks would run before the commit.
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
-
-
-def require_operator(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> None:
-    """Operator endpoints need `Authorization: Bearer <operator_token>` when settings has a
-    non-empty `operator_token`; without one (embedded demo) they are open."""
-    token = services(request).settings.operator_token
-    if not token:
-        return
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise Unauthorized("operator token required (Authorization: Bearer <token>)")
 
 
 def _validation_message(errors: Any) -> str:

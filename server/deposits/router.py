@@ -11,8 +11,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from server.accounts.router import current_operator
 from server.core.errors import DomainError, Unavailable
-from server.core.http import SessionDep, require_operator, services
+from server.core.http import SessionDep, services
 from server.deposits import service
 from server.deposits.schemas import (
     DepositPaymentOut,
@@ -236,7 +237,7 @@ def latest_refund(rider: RiderDep, session: SessionDep) -> RefundOut:
 @router.get(
     "/api/v1/deposit-refunds",
     summary="Deposit refunds, newest first (operators; `status=abnormal` needs action)",
-    dependencies=[Depends(require_operator)],
+    dependencies=[Depends(current_operator)],
 )
 def list_refunds(
     session: SessionDep,

@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from server.accounts.router import current_operator
 from server.core.clock import clock
-from server.core.http import SessionDep, require_operator, services
+from server.core.http import SessionDep, services
 from server.kiosk_state import repository as repo
 from server.kiosk_state.schemas import Rejection, UplinkStats
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/api/v1/uplinks", tags=["uplinks"])
 
 @router.get(
     "/stats",
-    dependencies=[Depends(require_operator)],
+    dependencies=[Depends(current_operator)],
     summary="Bridge counters, and rejected uplinks with their reasons",
 )
 def uplink_stats(

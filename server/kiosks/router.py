@@ -8,8 +8,9 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, s
 from fastapi.exceptions import RequestValidationError
 
 from firmware_protocol.messages import CmdOp
+from server.accounts.router import current_operator
 from server.core.errors import Unavailable
-from server.core.http import SessionDep, require_operator, services
+from server.core.http import SessionDep, services
 from server.kiosks import rules, service
 from server.kiosks.repository import KioskFilters
 from server.kiosks.schemas import (
@@ -124,7 +125,7 @@ def get_kiosk(kiosk_id: KioskId, session: SessionDep) -> KioskOut:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(require_operator)],
+    dependencies=[Depends(current_operator)],
     summary="Register a kiosk; the response carries its MQTT password, shown once",
 )
 def register_kiosk(
@@ -159,7 +160,7 @@ def register_kiosk(
 
 @router.patch(
     "/{kiosk_id}/ad-screen",
-    dependencies=[Depends(require_operator)],
+    dependencies=[Depends(current_operator)],
     summary="Change the ad screen's loop (loop_seconds, spot_seconds) and opening hours",
     responses={409: {"description": "a future hour already sold more than the new loop holds"}},
 )
@@ -177,7 +178,7 @@ def set_ad_screen(kiosk_id: KioskId, body: AdScreenIn, session: SessionDep) -> A
 
 @router.post(
     "/{kiosk_id}/password",
-    dependencies=[Depends(require_operator)],
+    dependencies=[Depends(current_operator)],
     summary="Rotate a kiosk's MQTT password; the new one is shown once",
 )
 def rotate_password(
@@ -190,7 +191,7 @@ def rotate_password(
 
 @router.post(
     "/{kiosk_id}/commands",
-    dependencies=[Depends(require_operator)],
+    dependencies=[Depends(current_operator)],
     summary="Send a ping or a maintenance unlock to a kiosk and wait for its answer",
     responses={
         404: {"description": "no such kiosk"},

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from server.accounts.router import OperatorDep
-from server.core.http import SessionDep, require_operator
+from server.accounts.router import OperatorDep, current_operator
+from server.core.http import SessionDep
 from server.partners import service
 from server.partners.schemas import PartnerCreate, PartnerOut, PartnerTermsUpdate
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/v1/partners", tags=["partners"])
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(require_operator)],
+    dependencies=[Depends(current_operator)],
     summary="Register a city partner",
 )
 def create_partner(body: PartnerCreate, session: SessionDep) -> PartnerOut:

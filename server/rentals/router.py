@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
+from server.accounts.router import OperatorDep, current_operator
 from server.core.errors import NotFound, Unavailable
-from server.core.http import SessionDep, require_operator, services
+from server.core.http import SessionDep, services
 from server.models import Rental
 from server.rentals import repository as repo
 from server.rentals import service
@@ -25,7 +26,7 @@ from server.rentals.schemas import (
 from server.riders.router import RiderDep, RiderOwnTxDep
 
 router = APIRouter(tags=["rentals"])
-ops = APIRouter(prefix="/api/v1/ops", tags=["operations"], dependencies=[Depends(require_operator)])
+ops = APIRouter(prefix="/api/v1/ops", tags=["operations"], dependencies=[Depends(current_operator)])
 
 
 @router.post(
@@ -138,9 +139,13 @@ def force_end(
     rental_id: int,
     body: ForceEndIn,
     session: SessionDep,
+    operator: OperatorDep,
     actor: Annotated[str, Header(alias="X-Operator", min_length=1, max_length=64)] = "operator",
 ) -> OpsRentalOut:
-    rental = service.force_end(session, rental_id, reason=body.reason, actor=actor)
+    """The audit log names the logged-in operator; with the shared operator token (no user),
+    the `X-Operator` header says who acted."""
+    who = actor if operator.user_id is None else operator.login
+    rental = service.force_end(session, rental_id, reason=body.reason, actor=who)
     return _ops_out(session, rental, audit=True)
 
 

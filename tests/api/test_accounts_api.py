@@ -82,3 +82,15 @@ def test_duplicate_login_is_a_conflict_and_creates_nothing(client: TestClient) -
     )
     assert r.status_code == 409
     assert log_in(client, "acme-admin", "pw-Acme-secret")
+
+
+def test_operator_users_use_the_registry_and_other_tenants_do_not(client: TestClient) -> None:
+    ops = make_operator(client, operator_headers=OPERATOR)
+    acme = make_advertiser(client, "Acme", operator_headers=OPERATOR)
+    body = {"name": "Hangzhou Ops", "region": "Hangzhou"}
+    assert client.post("/api/v1/partners", json=body, headers=acme.headers).status_code == 403
+    assert client.post("/api/v1/partners", json=body).status_code == 401
+    r = client.post("/api/v1/partners", json=body, headers=ops.headers)
+    assert r.status_code == 201, r.text
+    listed = client.get("/api/v1/partners").json()
+    assert [p["name"] for p in listed] == ["Hangzhou Ops"]
