@@ -23,6 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from firmware_protocol import encode, topic_for
 from firmware_protocol.messages import Heartbeat, SlotEvent, SlotEventKind, SlotState
@@ -57,8 +58,9 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
 
 
 @contextmanager
-def bench_database() -> Iterator[str]:
-    name = f"umb_bench_{uuid.uuid4().hex[:8]}"
+def bench_database(prefix: str = "umb_bench") -> Iterator[str]:
+    """A throw-away PostgreSQL database migrated to head, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
@@ -67,9 +69,16 @@ def bench_database() -> Iterator[str]:
         upgrade(url)
         yield url
     finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        try:
+            with admin.connect() as c:
+                # DROP waits for every backend of the cluster to absorb a barrier; one stuck
+                # client elsewhere must not hang the benchmark after its figures are out.
+                c.execute(text("SET statement_timeout = '60s'"))
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        except DBAPIError as exc:
+            print(f"could not drop {name} ({type(exc.orig).__name__}); drop it by hand")
+        finally:
+            admin.dispose()
 
 
 def provision(settings: Settings, count: int) -> list[kiosks.KioskCredentials]:

@@ -27,20 +27,16 @@ import argparse
 import importlib
 import importlib.util
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import text
 
-from bench._infra import PG_ADMIN
+from bench._infra import bench_database
 from server.bookings import service
 from server.bookings.schemas import AvailabilityOut
 from server.core.db import Database
-from server.models import Base
 
 TARGET_RATIO = 2.0
 REGION = "Bench"
@@ -55,33 +51,6 @@ BOOKINGS = (
     (4, 0, 999_999, 1, 10, 999, 22, 4, 1),  # nights 22-02 from day 10 on
     (5, 500, 999_999, 1, 0, 999, 11, 3, 1),  # lunch 11-14 on the second half
 )
-
-
-@contextmanager
-def bench_database() -> Iterator[str]:
-    """A throw-away database with the models' schema (`create_all`: the benchmark measures
-    queries, and needs no migration history)."""
-    name = f"umb_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    try:
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
-        yield url
-    finally:
-        try:
-            with admin.connect() as c:
-                # DROP waits for every backend of the cluster to absorb a barrier; one stuck
-                # client elsewhere must not hang the benchmark after its figures are out.
-                c.execute(text("SET statement_timeout = '60s'"))
-                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        except DBAPIError as exc:
-            print(f"could not drop {name} ({type(exc.orig).__name__}); drop it by hand")
-        finally:
-            admin.dispose()
 
 
 def load(db: Database, *, kiosks: int, days: int, start: date, now: datetime) -> int:
@@ -214,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     now = datetime.now(UTC)  # real time is fine here: nothing is compared against the clock
     start = now.date() + timedelta(days=7)
     end = start + timedelta(days=args.days - 1)
-    with bench_database() as url:
+    with bench_database("umb_bench_ad") as url:
         db = Database(url)
         t = time.perf_counter()
         rows = load(db, kiosks=args.kiosks, days=args.days, start=start, now=now)

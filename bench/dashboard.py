@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.dashboard [--kiosks 2000] [--others 500] [--days 30] [--repeat 9]
 
-A throw-away PostgreSQL database with the models' schema (`Base.metadata.create_all`),
+A throw-away PostgreSQL database migrated to head (`bench._infra.bench_database`),
 bulk-loaded with INSERT ... SELECT generate_series: the bench partner's `--kiosks` kiosks and
 another partner's `--others` (so that scoping has something to leave out), 22 slots each,
 a month (`--days`) of rentals at ~8 a kiosk a day (returned elsewhere; 1 in 33 forfeited
@@ -26,24 +26,22 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from bench._infra import PG_ADMIN
+from bench._infra import bench_database
 from server.app import create_app
 from server.config import Settings
 from server.core.db import Database
 from server.dashboard import rules, service
 from server.dashboard.schemas import DashboardOut
-from server.models import Base, Partner
+from server.models import Partner
 
 TARGET_RATIO = 2.0
 TOKEN = "bench-operator"
@@ -158,24 +156,6 @@ ORDER BY k.id
 """
 
 
-@contextmanager
-def model_database() -> Iterator[str]:
-    name = f"umb_bench_dash_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    try:
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
-        yield url
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def load(db: Database, args: argparse.Namespace, now: datetime) -> tuple[int, int]:
     """Loads the history; returns (rentals, delivery rows)."""
     with db.transaction() as s:
@@ -288,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     now = datetime.now(UTC)  # the loaded history's "now"; passed to the service explicitly
 
-    with model_database() as url, TemporaryDirectory() as tmp:
+    with bench_database("umb_bench_dash") as url, TemporaryDirectory() as tmp:
         db = Database(url)
         try:
             t = time.perf_counter()

@@ -2,8 +2,7 @@
 
     .venv/bin/python -m bench.gbfs_station_status [--kiosks 10000] [--repeat 9]
 
-A throw-away PostgreSQL database with the models' schema (`Base.metadata.create_all`: the
-Alembic migrations do not yet carry every column the models have), bulk-loaded with
+A throw-away PostgreSQL database migrated to head (`bench._infra.bench_database`), bulk-loaded with
 INSERT ... SELECT generate_series: one partner, `--kiosks` kiosks with 22 slots each
 (umbrellas, empty slots, faulty slots with and without a jammed umbrella), most online, some
 offline, some never seen.
@@ -31,8 +30,7 @@ import socket
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -40,16 +38,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from bench._infra import PG_ADMIN, REDIS_URL
+from bench._infra import REDIS_URL, bench_database
 from server.app import create_app
 from server.config import Settings
 from server.core.db import Database
 from server.core.http import AppServices
 from server.core.shared_state import MemorySharedState, RedisSharedState
 from server.gbfs.service import CACHE_KEY_PREFIX, GbfsFeeds
-from server.models import Base, Partner
+from server.models import Partner
 
 TARGET_RATIO = 2.0
 
@@ -99,24 +97,6 @@ LEFT JOIN (
 ) c ON c.kiosk_id = k.id
 ORDER BY k.id
 """
-
-
-@contextmanager
-def model_database() -> Iterator[str]:
-    name = f"umb_bench_gbfs_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    try:
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
-        yield url
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def load(db: Database, kiosks: int, now: datetime) -> None:
@@ -200,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     now = datetime.now(UTC)  # wall clock for the loaded rows only; the feed uses core.clock
 
-    with model_database() as url, TemporaryDirectory() as tmp:
+    with bench_database("umb_bench_gbfs") as url, TemporaryDirectory() as tmp:
         # a ttl long enough that the warm runs never meet an expiry
         settings = Settings(data_dir=Path(tmp), database_url=url, gbfs_status_ttl_s=3600)
         db = Database(url)

@@ -25,43 +25,20 @@ import argparse
 import random
 import sys
 import time
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from bench._infra import PG_ADMIN
+from bench._infra import bench_database
 from server.config import Settings
 from server.core.db import Database
-from server.models import Base
 from server.playlists import jobs, rules
 
 ZONES = ("Asia/Shanghai",) * 9 + ("Asia/Kolkata",)
 DAYPARTS = ("07-10", "17-20", "07-10,17-20", "11-14", "20-24", "22-02", "00-24")
-
-
-@contextmanager
-def schema_database() -> Iterator[str]:
-    """A throw-away database whose schema is `Base.metadata.create_all` (the playlist tables
-    are newer than the migrations this bench may run against)."""
-    name = f"umb_bench_pl_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    try:
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
-        yield url
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _hours(zone: str, day0: datetime, days: int, dayparts: str) -> list[datetime]:
@@ -215,7 +192,7 @@ def main(argv: Sequence[str] = ()) -> None:
     # Ten past the hour: the runs below, minutes apart, stay in one local hour in both zones
     # (Shanghai's hours start at :00 UTC, Kolkata's at :30); a new hour is a new window.
     now = datetime.now(UTC).replace(minute=10, second=0, microsecond=0)
-    with schema_database() as url:
+    with bench_database("umb_bench_pl") as url:
         db = Database(url)
         t = time.perf_counter()
         rows = load(db, kiosks=args.kiosks, bookings=args.bookings, now=now)
