@@ -112,19 +112,29 @@ def me(principal: PrincipalDep) -> MeOut:
     status_code=status.HTTP_201_CREATED,
     summary="Register an advertiser with its first user (operators)",
 )
-def create_advertiser(body: AdvertiserCreate, session: SessionDep, _: OperatorDep) -> AdvertiserOut:
+def create_advertiser(
+    body: AdvertiserCreate, session: SessionDep, operator: OperatorDep
+) -> AdvertiserOut:
     advertiser = service.register_advertiser(
         session,
         name=body.name,
         billing_mode=body.billing_mode,
         lost_spot_policy=body.lost_spot_policy,
     )
-    service.create_user(
+    user = service.create_user(
         session,
         login=body.admin_login,
         password=body.admin_password,
         role=Role.ADVERTISER,
         advertiser_id=advertiser.id,
+    )
+    service.record_change(
+        session,
+        operator,
+        "advertiser.register",
+        f"advertiser:{advertiser.id}",
+        f"name {advertiser.name!r}, billing {advertiser.billing_mode.value}, "
+        f"first user {user.login!r} (user:{user.id})",
     )
     return AdvertiserOut.model_validate(advertiser)
 
@@ -156,5 +166,15 @@ def create_user(body: UserCreate, session: SessionDep, principal: PrincipalDep) 
         display_name=body.display_name,
         advertiser_id=body.advertiser_id,
         partner_id=body.partner_id,
+    )
+    tenant = (f", advertiser:{user.advertiser_id}" if user.advertiser_id is not None else "") + (
+        f", partner:{user.partner_id}" if user.partner_id is not None else ""
+    )
+    service.record_change(
+        session,
+        principal,
+        "user.create",
+        f"user:{user.id}",
+        f"login {user.login!r}, role {user.role.value}{tenant}",
     )
     return UserOut.model_validate(user)

@@ -68,9 +68,9 @@ def set_price(
     venue_type: Annotated[str, Path(max_length=32)],
     body: VenuePriceIn,
     session: SessionDep,
-    _: OperatorDep,
+    operator: OperatorDep,
 ) -> list[VenuePriceOut]:
-    updated = service.set_price(session, venue_type, body.fen_per_spot_day)
+    updated = service.set_price(session, venue_type, body.fen_per_spot_day, actor=operator)
     return [VenuePriceOut.of(v, fen) for v, fen in updated.items()]
 
 

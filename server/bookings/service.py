@@ -17,6 +17,8 @@ from datetime import date, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.accounts import service as accounts
+from server.accounts.rules import Principal
 from server.bookings import repository as repo
 from server.bookings import rules
 from server.bookings.repository import HourKey, KioskInfo
@@ -178,14 +180,25 @@ def prices(session: Session) -> dict[str, int]:
     return {v: rules.venue_price(set_, v) for v in sorted({*rules.DEFAULT_VENUE_PRICES, *set_})}
 
 
-def set_price(session: Session, venue_type: str, fen_per_spot_day: int) -> dict[str, int]:
+def set_price(
+    session: Session, venue_type: str, fen_per_spot_day: int, *, actor: Principal
+) -> dict[str, int]:
+    """Set a venue type's price (operators), audit-logged with the old and new price."""
     try:
         venue = kiosk_rules.resolve_venue_type(venue_type)
     except ValueError as exc:
         raise InvalidBooking("invalid_venue_type", str(exc)) from exc
     if not 1 <= fen_per_spot_day <= 100_000_000:
         raise InvalidBooking("invalid_price", "fen_per_spot_day must be 1..100000000")
+    before = prices(session).get(venue)
     repo.upsert_venue_price(session, venue, fen_per_spot_day, clock.now())
+    accounts.record_change(
+        session,
+        actor,
+        "ad_price.set",
+        f"venue_type:{venue}",
+        f"fen_per_spot_day {before} -> {fen_per_spot_day}",
+    )
     return prices(session)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
 from firmware_protocol.messages import CmdOp
-from server.accounts.router import current_operator
+from server.accounts import service as accounts
+from server.accounts.router import OperatorDep
 from server.core.errors import Unavailable
 from server.core.http import SessionDep, services
 from server.kiosks import rules, service
@@ -125,11 +126,14 @@ def get_kiosk(kiosk_id: KioskId, session: SessionDep) -> KioskOut:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(current_operator)],
     summary="Register a kiosk; the response carries its MQTT password, shown once",
 )
 def register_kiosk(
-    body: KioskCreate, session: SessionDep, request: Request, tasks: BackgroundTasks
+    body: KioskCreate,
+    session: SessionDep,
+    request: Request,
+    tasks: BackgroundTasks,
+    operator: OperatorDep,
 ) -> KioskCreated:
     settings = services(request).settings
     creds = service.register_kiosk(
@@ -150,6 +154,14 @@ def register_kiosk(
         cloud_usernames=service.cloud_users(settings),
     )
     detail = service.get_kiosk(session, creds.kiosk_id)
+    accounts.record_change(
+        session,
+        operator,
+        "kiosk.register",
+        f"kiosk:{creds.kiosk_id}",
+        f"partner:{body.partner_id}, name {body.name!r}, at {body.lat},{body.lon}, "
+        f"{detail.row.kiosk.slot_count} slots",
+    )
     _credentials_changed(request, tasks)
     return KioskCreated(
         **KioskSummary.from_row(detail.row).model_dump(),
@@ -160,11 +172,13 @@ def register_kiosk(
 
 @router.patch(
     "/{kiosk_id}/ad-screen",
-    dependencies=[Depends(current_operator)],
     summary="Change the ad screen's loop (loop_seconds, spot_seconds) and opening hours",
     responses={409: {"description": "a future hour already sold more than the new loop holds"}},
 )
-def set_ad_screen(kiosk_id: KioskId, body: AdScreenIn, session: SessionDep) -> AdScreenOut:
+def set_ad_screen(
+    kiosk_id: KioskId, body: AdScreenIn, session: SessionDep, operator: OperatorDep
+) -> AdScreenOut:
+    before = AdScreenOut.of(service.get_kiosk(session, kiosk_id).row.kiosk)
     kiosk = service.set_ad_screen(
         session,
         kiosk_id,
@@ -173,25 +187,40 @@ def set_ad_screen(kiosk_id: KioskId, body: AdScreenIn, session: SessionDep) -> A
         open_hour=body.open_hour,
         close_hour=body.close_hour,
     )
-    return AdScreenOut.of(kiosk)
+    after = AdScreenOut.of(kiosk)
+    accounts.record_change(
+        session,
+        operator,
+        "kiosk.ad_screen",
+        f"kiosk:{kiosk_id}",
+        f"loop {before.loop_seconds}/{before.spot_seconds} s -> "
+        f"{after.loop_seconds}/{after.spot_seconds} s, hours {before.open_hour}-"
+        f"{before.close_hour} -> {after.open_hour}-{after.close_hour}",
+    )
+    return after
 
 
 @router.post(
     "/{kiosk_id}/password",
-    dependencies=[Depends(current_operator)],
     summary="Rotate a kiosk's MQTT password; the new one is shown once",
 )
 def rotate_password(
-    kiosk_id: KioskId, session: SessionDep, request: Request, tasks: BackgroundTasks
+    kiosk_id: KioskId,
+    session: SessionDep,
+    request: Request,
+    tasks: BackgroundTasks,
+    operator: OperatorDep,
 ) -> PasswordRotated:
     creds = service.rotate_password(session, kiosk_id)
+    accounts.record_change(
+        session, operator, "kiosk.password_rotate", f"kiosk:{kiosk_id}", "MQTT password rotated"
+    )
     _credentials_changed(request, tasks)
     return PasswordRotated(kiosk_id=creds.kiosk_id, mqtt_password=creds.password)
 
 
 @router.post(
     "/{kiosk_id}/commands",
-    dependencies=[Depends(current_operator)],
     summary="Send a ping or a maintenance unlock to a kiosk and wait for its answer",
     responses={
         404: {"description": "no such kiosk"},
@@ -199,14 +228,22 @@ def rotate_password(
         504: {"description": "the kiosk did not answer in time"},
     },
 )
-def send_command(kiosk_id: KioskId, body: CommandIn, request: Request) -> CommandOut:
+def send_command(
+    kiosk_id: KioskId, body: CommandIn, request: Request, operator: OperatorDep
+) -> CommandOut:
     # Not a SessionDep endpoint: the command channel commits its own record before
     # publishing (the answer may arrive at another process within milliseconds).
     svc = services(request)
     if svc.commands is None:
         raise Unavailable("no MQTT command channel in this process")
     result = service.command(
-        svc.db, svc.commands, kiosk_id, CmdOp(body.op), body.slot, timeout_s=body.timeout_s
+        svc.db,
+        svc.commands,
+        kiosk_id,
+        CmdOp(body.op),
+        body.slot,
+        timeout_s=body.timeout_s,
+        actor=operator,
     )
     return CommandOut(
         command_id=result.cmd_id,

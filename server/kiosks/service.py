@@ -13,6 +13,8 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from firmware_protocol.messages import CmdOp, CmdResult
+from server.accounts import service as accounts
+from server.accounts.rules import Principal
 from server.bookings import rules as ad_rules
 from server.bookings import service as bookings
 from server.bridge.commands import CommandChannel
@@ -389,10 +391,13 @@ def command(
     slot: int | None,
     *,
     timeout_s: float,
+    actor: Principal,
 ) -> CmdResult:
     """Send a command and wait for the kiosk's answer (the channel commits its own record).
 
     An offline kiosk is refused at once with a clear reason rather than left to time out.
+    A command that is sent is audit-logged first, in the transaction that checked the kiosk
+    (the answer is in the command's own record).
     """
     with db.transaction(immediate=True) as session:
         row = get_kiosk(session, kiosk_id).row
@@ -401,9 +406,15 @@ def command(
                 f"kiosk {kiosk_id} has {row.kiosk.slot_count} slots, not {slot}",
                 kiosk_id=kiosk_id,
             )
-        online = row.online
-    if not online:
-        raise Conflict(f"kiosk {kiosk_id} is offline", kiosk_id=kiosk_id)
+        if not row.online:
+            raise Conflict(f"kiosk {kiosk_id} is offline", kiosk_id=kiosk_id)
+        accounts.record_change(
+            session,
+            actor,
+            "kiosk.command",
+            f"kiosk:{kiosk_id}",
+            op.value + ("" if slot is None else f" slot {slot}"),
+        )
     result = channel.send(kiosk_id, op, slot, timeout_s=timeout_s)
     if result is None:
         raise Timeout(f"kiosk {kiosk_id} did not answer within {timeout_s:g} s", kiosk_id=kiosk_id)

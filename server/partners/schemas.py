@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.models.partner import SettlementCycle
+from server.models.partner import Partner, SettlementCycle
 
 
 class PartnerCreate(BaseModel):
@@ -24,6 +24,30 @@ class PartnerOut(BaseModel):
     settlement_cycle: SettlementCycle
     payout_mchid: str | None
     created_at: datetime
+
+
+class PartnerListed(BaseModel):
+    """A partner in the public list: the revenue-share terms are null unless the caller is
+    an operator or one of the partner's own users."""
+
+    id: int
+    name: str
+    region: str
+    revenue_share_bp: int | None = None
+    settlement_cycle: SettlementCycle | None = None
+    payout_mchid: str | None = None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, partner: Partner, *, with_terms: bool) -> PartnerListed:
+        listed = cls(
+            id=partner.id, name=partner.name, region=partner.region, created_at=partner.created_at
+        )
+        if with_terms:
+            listed.revenue_share_bp = partner.revenue_share_bp
+            listed.settlement_cycle = partner.settlement_cycle
+            listed.payout_mchid = partner.payout_mchid
+        return listed
 
 
 class PartnerTermsUpdate(BaseModel):

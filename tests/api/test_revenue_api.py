@@ -247,8 +247,9 @@ def test_operators_change_terms_with_an_audit_entry_and_bad_terms_change_nothing
         audit = s.scalars(
             select(AuditLog).where(AuditLog.subject == f"partner:{nb.partner_id}")
         ).all()
-    assert [a.action for a in audit] == ["partner.terms_changed"]
-    assert "revenue_share_bp 0 -> 2500" in audit[0].detail
+    # The registration is audited too; the refused changes left nothing.
+    assert [a.action for a in audit] == ["partner.register", "partner.terms_changed"]
+    assert "revenue_share_bp 0 -> 2500" in audit[1].detail
 
 
 def test_an_operator_pays_a_statement_once_however_often_asked(

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from firmware_protocol import topics
 from firmware_protocol.messages import MsgType
-from server.models import CommandRecord
+from server.models import AuditLog, CommandRecord
 from tests.e2e.conftest import KioskImpostor, Stack
 from tests.services import eventually
 
@@ -33,6 +33,19 @@ def test_operator_pings_a_kiosk_and_unlocks_a_slot_and_sees_it_empty(stack: Stac
         "tag": tag.hex().upper(),
     }
     eventually(lambda: _assert(stack.kiosk(k.kiosk_id)["slots"][slot - 1]["status"] == "empty"))
+    # Issue 5: every command an operator sends is audit-logged (no operator token in this
+    # stack's settings: the shared-token principal).
+    with stack.db.transaction() as s:
+        audited = [
+            (a.actor, a.action, a.subject, a.detail)
+            for a in s.scalars(
+                select(AuditLog).where(AuditLog.action == "kiosk.command").order_by(AuditLog.id)
+            )
+        ]
+    assert audited == [
+        ("operator-token", "kiosk.command", f"kiosk:{k.kiosk_id}", "ping"),
+        ("operator-token", "kiosk.command", f"kiosk:{k.kiosk_id}", f"unlock slot {slot}"),
+    ]
 
 
 def test_command_to_an_offline_kiosk_is_refused_with_the_reason_and_nothing_is_sent(
@@ -46,6 +59,8 @@ def test_command_to_an_offline_kiosk_is_refused_with_the_reason_and_nothing_is_s
     assert r.json()["message"] == f"kiosk {never_connected} is offline"
     with stack.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(CommandRecord)) == 0
+        commands_audited = select(func.count()).where(AuditLog.action == "kiosk.command")
+        assert s.scalar(commands_audited) == 0
 
 
 def test_command_the_kiosk_never_answers_times_out_with_504(stack: Stack) -> None:
