@@ -55,7 +55,7 @@ from tests.e2e.conftest import (
     start_broker,
 )
 from tests.integration.rows import add_rider_with_deposit
-from tests.services import require, throwaway_pg_database
+from tests.services import eventually, require, throwaway_pg_database
 from tests.wechat_env import serve
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -510,6 +510,12 @@ def test_an_operator_registers_a_partner_and_a_kiosk_and_force_ends_a_stuck_rent
     cred = c.credentials[0]
     fleet = c.start_fleet([cred], heartbeat_s=5)
     fleet.wait_all_online()
+
+    def stocked() -> None:
+        # Online comes before the first heartbeat: wait until the slots are known.
+        assert c.api.get(f"/api/v1/kiosks/{cred.kiosk_id}").json()["umbrellas"] > 0
+
+    eventually(stocked)
     rider = add_rider_with_deposit(c.db, "o-console-rider")
     rental = rentals.rent(
         c.db,
