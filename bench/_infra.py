@@ -15,10 +15,11 @@ import statistics
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -230,3 +231,20 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def paired_medians(
+    first: Callable[[], Any], second: Callable[[], Any], repeat: int
+) -> tuple[float, float, Any, Any]:
+    """Medians of `first` and `second` run in turns, so that load from elsewhere on the
+    machine falls on both alike."""
+    a, b = first(), second()  # warm-up
+    times_a, times_b = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a = first()
+        times_a.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        b = second()
+        times_b.append(time.perf_counter() - t)
+    return statistics.median(times_a), statistics.median(times_b), a, b

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -35,7 +34,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from bench._infra import bench_database
+from bench._infra import bench_database, paired_medians
 from server.app import create_app
 from server.config import Settings
 from server.core.db import Database
@@ -206,23 +205,6 @@ def load(db: Database, args: argparse.Namespace, now: datetime) -> tuple[int, in
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.execute(text("VACUUM (ANALYZE)"))
     return ids[0], rentals
-
-
-def paired_medians(
-    first: Callable[[], Any], second: Callable[[], Any], repeat: int
-) -> tuple[float, float, Any, Any]:
-    """Medians of `first` and `second` run in turns, so that load from elsewhere on the
-    machine falls on both alike."""
-    a, b = first(), second()  # warm-up
-    times_a, times_b = [], []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        a = first()
-        times_a.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        b = second()
-        times_b.append(time.perf_counter() - t)
-    return statistics.median(times_a), statistics.median(times_b), a, b
 
 
 def bare_rows(db: Database, partner_id: int, now: datetime) -> list[tuple[Any, ...]]:

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from bench._infra import REDIS_URL, bench_database
+from bench._infra import REDIS_URL, bench_database, paired_medians
 from server.app import create_app
 from server.config import Settings
 from server.core.db import Database
@@ -120,23 +120,6 @@ def median_s(run: Callable[[], Any], repeat: int) -> tuple[float, Any]:
         result = run()
         times.append(time.perf_counter() - t)
     return statistics.median(times), result
-
-
-def paired_medians(
-    first: Callable[[], Any], second: Callable[[], Any], repeat: int
-) -> tuple[float, float, Any, Any]:
-    """Medians of `first` and `second` run in turns, so that load from elsewhere on the
-    machine falls on both alike."""
-    a, b = first(), second()  # warm-up
-    times_a, times_b = [], []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        a = first()
-        times_a.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        b = second()
-        times_b.append(time.perf_counter() - t)
-    return statistics.median(times_a), statistics.median(times_b), a, b
 
 
 def bare_rows(db: Database) -> list[tuple[Any, ...]]:

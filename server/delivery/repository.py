@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -269,46 +269,44 @@ def bookings_of(session: Session, advertiser_id: int) -> list[Booking]:
     )
 
 
+_Dated = TypeVar("_Dated", DeliveryDay, MakeGood, AdCredit)
+
+
+def _booking_rows(
+    session: Session,
+    model: type[_Dated],
+    booking_ids: Collection[int],
+    first: date | None,
+    last: date | None,
+) -> list[_Dated]:
+    """The rows of `model` (keyed by booking and local day) of these bookings, in a range."""
+    out: list[_Dated] = []
+    for clause in any_of_slices(session, model.booking_id, booking_ids):
+        stmt = select(model).where(clause)
+        if first is not None:
+            stmt = stmt.where(model.local_date >= first)
+        if last is not None:
+            stmt = stmt.where(model.local_date <= last)
+        out.extend(session.scalars(stmt).all())
+    return out
+
+
 def days_of(
     session: Session, booking_ids: Collection[int], first: date | None, last: date | None
 ) -> list[DeliveryDay]:
-    out: list[DeliveryDay] = []
-    for clause in any_of_slices(session, DeliveryDay.booking_id, booking_ids):
-        stmt = select(DeliveryDay).where(clause)
-        if first is not None:
-            stmt = stmt.where(DeliveryDay.local_date >= first)
-        if last is not None:
-            stmt = stmt.where(DeliveryDay.local_date <= last)
-        out.extend(session.scalars(stmt).all())
-    return out
+    return _booking_rows(session, DeliveryDay, booking_ids, first, last)
 
 
 def make_goods_of(
     session: Session, booking_ids: Collection[int], first: date | None, last: date | None
 ) -> list[MakeGood]:
-    out: list[MakeGood] = []
-    for clause in any_of_slices(session, MakeGood.booking_id, booking_ids):
-        stmt = select(MakeGood).where(clause)
-        if first is not None:
-            stmt = stmt.where(MakeGood.local_date >= first)
-        if last is not None:
-            stmt = stmt.where(MakeGood.local_date <= last)
-        out.extend(session.scalars(stmt).all())
-    return out
+    return _booking_rows(session, MakeGood, booking_ids, first, last)
 
 
 def credits_of(
     session: Session, booking_ids: Collection[int], first: date | None, last: date | None
 ) -> list[AdCredit]:
-    out: list[AdCredit] = []
-    for clause in any_of_slices(session, AdCredit.booking_id, booking_ids):
-        stmt = select(AdCredit).where(clause)
-        if first is not None:
-            stmt = stmt.where(AdCredit.local_date >= first)
-        if last is not None:
-            stmt = stmt.where(AdCredit.local_date <= last)
-        out.extend(session.scalars(stmt).all())
-    return out
+    return _booking_rows(session, AdCredit, booking_ids, first, last)
 
 
 # ---------------------------------------------------------------- make-goods for playlists
