@@ -7,16 +7,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Enum, ForeignKey, Integer, String
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
-
-
-def _values(members: type[enum.StrEnum]) -> list[str]:
-    return [m.value for m in members]
+from server.models.base import ID, Base, enum_values
 
 
 class Role(enum.StrEnum):
@@ -43,13 +37,13 @@ class LostSpotPolicy(enum.StrEnum):
 class Advertiser(Base):
     __tablename__ = "advertisers"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
     billing_mode: Mapped[BillingMode] = mapped_column(
-        Enum(BillingMode, native_enum=False, length=16, values_callable=_values)
+        Enum(BillingMode, native_enum=False, length=16, values_callable=enum_values)
     )
     lost_spot_policy: Mapped[LostSpotPolicy] = mapped_column(
-        Enum(LostSpotPolicy, native_enum=False, length=16, values_callable=_values)
+        Enum(LostSpotPolicy, native_enum=False, length=16, values_callable=enum_values)
     )
     created_at: Mapped[datetime]
 
@@ -60,13 +54,13 @@ class User(Base):
 
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     login: Mapped[str] = mapped_column(String(120), unique=True)
     display_name: Mapped[str] = mapped_column(String(120))
     #: scrypt, "scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>" (accounts/rules.py).
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(
-        Enum(Role, native_enum=False, length=16, values_callable=_values)
+        Enum(Role, native_enum=False, length=16, values_callable=enum_values)
     )
     advertiser_id: Mapped[int | None] = mapped_column(ForeignKey("advertisers.id"), index=True)
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"), index=True)
@@ -87,7 +81,7 @@ class UserSession(Base):
 
     __tablename__ = "user_sessions"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, Dialect, MetaData
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -44,3 +45,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime}
+
+
+#: Primary and foreign keys of growing tables: BIGINT on PostgreSQL; plain INTEGER on SQLite,
+#: where only an INTEGER PRIMARY KEY is the auto-incrementing rowid.
+ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+def enum_values(members: type[enum.StrEnum]) -> list[str]:
+    """`values_callable` for SQLAlchemy's Enum: store the lowercase values (partial indexes,
+    CHECKs and bulk SQL name them), not the member names stored by default."""
+    return [m.value for m in members]

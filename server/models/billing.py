@@ -30,13 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
-
-
-def _values(members: type[enum.StrEnum]) -> list[str]:
-    return [m.value for m in members]
+from server.models.base import ID, Base, enum_values
 
 
 class InvoiceKind(enum.StrEnum):
@@ -52,10 +46,10 @@ class InvoiceStatus(enum.StrEnum):
 class Invoice(Base):
     __tablename__ = "invoices"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     advertiser_id: Mapped[int] = mapped_column(ForeignKey("advertisers.id"), index=True)
     kind: Mapped[InvoiceKind] = mapped_column(
-        Enum(InvoiceKind, native_enum=False, length=32, values_callable=_values)
+        Enum(InvoiceKind, native_enum=False, length=32, values_callable=enum_values)
     )
     #: The booking a prepaid order bills; None on statements.
     booking_id: Mapped[int | None] = mapped_column(ForeignKey("bookings.id"), unique=True)
@@ -69,7 +63,7 @@ class Invoice(Base):
     credits_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     total_fen: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[InvoiceStatus] = mapped_column(
-        Enum(InvoiceStatus, native_enum=False, length=16, values_callable=_values), index=True
+        Enum(InvoiceStatus, native_enum=False, length=16, values_callable=enum_values), index=True
     )
     paid_at: Mapped[datetime | None]
     payment_reference: Mapped[str | None] = mapped_column(String(128))
@@ -111,7 +105,7 @@ class InvoiceLine(Base):
 
     __tablename__ = "invoice_lines"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
     booking_id: Mapped[int] = mapped_column(ForeignKey("bookings.id"), index=True)
     kiosk_id: Mapped[str | None] = mapped_column(ForeignKey("kiosks.id"), index=True)

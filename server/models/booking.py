@@ -27,13 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
-
-
-def _values(members: type[enum.StrEnum]) -> list[str]:
-    return [m.value for m in members]
+from server.models.base import ID, Base, enum_values
 
 
 class BookingStatus(enum.StrEnum):
@@ -51,11 +45,11 @@ class BookingStatus(enum.StrEnum):
 class Booking(Base):
     __tablename__ = "bookings"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     advertiser_id: Mapped[int] = mapped_column(ForeignKey("advertisers.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[BookingStatus] = mapped_column(
-        Enum(BookingStatus, native_enum=False, length=16, values_callable=_values), index=True
+        Enum(BookingStatus, native_enum=False, length=16, values_callable=enum_values), index=True
     )
     spots_per_loop: Mapped[int] = mapped_column(SmallInteger)
     #: First and last day, inclusive, in each kiosk's local time.

@@ -6,16 +6,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Integer, String, Text
+from sqlalchemy import Enum, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
-
-
-def _values(members: type[enum.StrEnum]) -> list[str]:
-    return [m.value for m in members]
+from server.models.base import ID, Base, enum_values
 
 
 class CreativeKind(enum.StrEnum):
@@ -36,7 +30,7 @@ class CreativeStatus(enum.StrEnum):
 class Creative(Base):
     __tablename__ = "creatives"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     advertiser_id: Mapped[int] = mapped_column(ForeignKey("advertisers.id"), index=True)
     title: Mapped[str] = mapped_column(String(200))
     #: Text shown on the creative (copy, subtitles), as the advertiser typed it.
@@ -44,14 +38,14 @@ class Creative(Base):
     #: Any other text the advertiser declares is on it (e.g. read off a video frame).
     declared_text: Mapped[str] = mapped_column(Text, default="")
     kind: Mapped[CreativeKind] = mapped_column(
-        Enum(CreativeKind, native_enum=False, length=8, values_callable=_values)
+        Enum(CreativeKind, native_enum=False, length=8, values_callable=enum_values)
     )
     duration_ms: Mapped[int] = mapped_column(Integer)
     media_url: Mapped[str] = mapped_column(String(1024))
     #: SHA-256 of the media file, lowercase hex; the kiosk checks it after download.
     sha256: Mapped[str] = mapped_column(String(64))
     status: Mapped[CreativeStatus] = mapped_column(
-        Enum(CreativeStatus, native_enum=False, length=16, values_callable=_values), index=True
+        Enum(CreativeStatus, native_enum=False, length=16, values_callable=enum_values), index=True
     )
     #: The automatic check's verdict: the rule id that matched and the text it matched.
     check_rule: Mapped[str | None] = mapped_column(String(64))

@@ -25,9 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
+from server.models.base import ID, Base
 
 
 class PlayRecord(Base):
@@ -90,7 +88,7 @@ class MakeGood(Base):
 
     __tablename__ = "make_goods"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     booking_id: Mapped[int] = mapped_column(ForeignKey("bookings.id"))
     kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.id"), index=True)
     #: The local day the spots were lost.
@@ -110,7 +108,7 @@ class AdCredit(Base):
 
     __tablename__ = "ad_credits"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     advertiser_id: Mapped[int] = mapped_column(ForeignKey("advertisers.id"), index=True)
     booking_id: Mapped[int] = mapped_column(ForeignKey("bookings.id"))
     kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.id"))

@@ -8,9 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Enum, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
+from server.models.base import ID, Base
 
 
 class DepositStatus(enum.StrEnum):
@@ -33,7 +31,7 @@ class DepositPayment(Base):
 
     __tablename__ = "deposit_payments"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     rider_id: Mapped[int] = mapped_column(ForeignKey("riders.id"), index=True)
     out_trade_no: Mapped[str] = mapped_column(String(32), unique=True)
     #: The client's Idempotency-Key: a double tap finds the payment of the first tap.
@@ -70,7 +68,7 @@ class DepositRefund(Base):
 
     __tablename__ = "deposit_refunds"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     payment_id: Mapped[int] = mapped_column(ForeignKey("deposit_payments.id"), unique=True)
     rider_id: Mapped[int] = mapped_column(ForeignKey("riders.id"), index=True)
     out_refund_no: Mapped[str] = mapped_column(String(64), unique=True)

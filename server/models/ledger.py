@@ -22,15 +22,12 @@ from sqlalchemy import (
     CheckConstraint,
     Enum,
     ForeignKey,
-    Integer,
     String,
     event,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
+from server.models.base import ID, Base
 
 
 class AccountType(enum.StrEnum):
@@ -73,7 +70,7 @@ class JournalEntry(Base):
 
     __tablename__ = "ledger_entries"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     kind: Mapped[EntryKind] = mapped_column(Enum(EntryKind, native_enum=False, length=32))
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
     #: The rider whose deposit moved; None for movements that concern no rider (an
@@ -98,7 +95,7 @@ class Posting(Base):
 
     __tablename__ = "ledger_postings"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"), index=True)
     account_code: Mapped[str] = mapped_column(ForeignKey("ledger_accounts.code"), index=True)
     amount_fen: Mapped[int] = mapped_column(BigInteger)

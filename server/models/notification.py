@@ -8,12 +8,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
+from server.models.base import ID, Base
 
 
 class NotificationStatus(enum.StrEnum):
@@ -26,7 +24,7 @@ class NotificationStatus(enum.StrEnum):
 class Notification(Base):
     __tablename__ = "notifications"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     rider_id: Mapped[int] = mapped_column(ForeignKey("riders.id"), index=True)
     #: e.g. "rental_started", "deadline_day5", "deposit_forfeited" (notifications/rules.py).
     kind: Mapped[str] = mapped_column(String(32))

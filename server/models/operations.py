@@ -6,7 +6,6 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger,
     CheckConstraint,
     Enum,
     ForeignKey,
@@ -17,13 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
-
-
-def _values(members: type[enum.StrEnum]) -> list[str]:
-    return [m.value for m in members]
+from server.models.base import ID, Base, enum_values
 
 
 class AlertKind(enum.StrEnum):
@@ -41,11 +34,11 @@ class Alert(Base):
 
     __tablename__ = "alerts"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
     kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.id"))
     kind: Mapped[AlertKind] = mapped_column(
-        Enum(AlertKind, native_enum=False, length=16, values_callable=_values)
+        Enum(AlertKind, native_enum=False, length=16, values_callable=enum_values)
     )
     slot_no: Mapped[int] = mapped_column(Integer, default=0)
     message: Mapped[str] = mapped_column(String(255))
@@ -80,13 +73,13 @@ class RebalancingTask(Base):
 
     __tablename__ = "rebalancing_tasks"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
     from_kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.id"))
     to_kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.id"))
     quantity: Mapped[int] = mapped_column(Integer)
     status: Mapped[TaskStatus] = mapped_column(
-        Enum(TaskStatus, native_enum=False, length=16, values_callable=_values)
+        Enum(TaskStatus, native_enum=False, length=16, values_callable=enum_values)
     )
     note: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime]

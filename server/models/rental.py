@@ -18,15 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
-
-
-def _values(members: type[enum.StrEnum]) -> list[str]:
-    """Store the lowercase values (the partial indexes and the bulk SQL of the jobs name
-    them), not the member names SQLAlchemy stores by default."""
-    return [m.value for m in members]
+from server.models.base import ID, Base, enum_values
 
 
 class RentalStatus(enum.StrEnum):
@@ -62,7 +54,7 @@ class Umbrella(Base):
 
     tag: Mapped[str] = mapped_column(String(32), primary_key=True)
     state: Mapped[UmbrellaState] = mapped_column(
-        Enum(UmbrellaState, native_enum=False, length=16, values_callable=_values)
+        Enum(UmbrellaState, native_enum=False, length=16, values_callable=enum_values)
     )
     kiosk_id: Mapped[str | None] = mapped_column(ForeignKey("kiosks.id"), index=True)
     slot_no: Mapped[int | None] = mapped_column(Integer)
@@ -73,14 +65,14 @@ class Umbrella(Base):
 class Rental(Base):
     __tablename__ = "rentals"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     rider_id: Mapped[int] = mapped_column(ForeignKey("riders.id"), index=True)
     #: The client's Idempotency-Key: a double tap or a retried request finds this rental.
     idempotency_key: Mapped[str] = mapped_column(String(128))
     deposit_payment_id: Mapped[int] = mapped_column(ForeignKey("deposit_payments.id"), index=True)
     deposit_fen: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[RentalStatus] = mapped_column(
-        Enum(RentalStatus, native_enum=False, length=16, values_callable=_values)
+        Enum(RentalStatus, native_enum=False, length=16, values_callable=enum_values)
     )
     kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.id"), index=True)
     #: The slot being (or last) unlocked; a jam moves the rental to another slot.
@@ -139,7 +131,7 @@ class AuditLog(Base):
 
     __tablename__ = "audit_log"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(128), index=True)

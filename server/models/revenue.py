@@ -23,14 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
+from server.models.base import ID, Base, enum_values
 from server.models.partner import SettlementCycle
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
-
-
-def _values(members: type[enum.StrEnum]) -> list[str]:
-    return [m.value for m in members]
 
 
 class StatementStatus(enum.StrEnum):
@@ -45,10 +39,10 @@ class StatementStatus(enum.StrEnum):
 class PartnerStatement(Base):
     __tablename__ = "partner_statements"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), index=True)
     cycle: Mapped[SettlementCycle] = mapped_column(
-        Enum(SettlementCycle, native_enum=False, length=16, values_callable=_values)
+        Enum(SettlementCycle, native_enum=False, length=16, values_callable=enum_values)
     )
     #: Stated days, inclusive, in `timezone`.
     period_start: Mapped[date] = mapped_column(Date)
@@ -68,7 +62,7 @@ class PartnerStatement(Base):
     #: min(base, 0): carried into the next statement.
     carried_out_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[StatementStatus] = mapped_column(
-        Enum(StatementStatus, native_enum=False, length=16, values_callable=_values), index=True
+        Enum(StatementStatus, native_enum=False, length=16, values_callable=enum_values), index=True
     )
     #: The profit-sharing order (商户分账单号), derived from the id: a retry is the same order.
     out_order_no: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -102,7 +96,7 @@ class PartnerStatementLine(Base):
 
     __tablename__ = "partner_statement_lines"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     statement_id: Mapped[int] = mapped_column(ForeignKey("partner_statements.id"), index=True)
     kiosk_id: Mapped[str] = mapped_column(String(32))
     ad_revenue_fen: Mapped[int] = mapped_column(BigInteger)

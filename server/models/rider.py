@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.models.base import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
+from server.models.base import ID, Base
 
 
 class Rider(Base):
@@ -17,7 +15,7 @@ class Rider(Base):
 
     __tablename__ = "riders"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     openid: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
 
@@ -28,7 +26,7 @@ class RiderSession(Base):
 
     __tablename__ = "rider_sessions"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     rider_id: Mapped[int] = mapped_column(ForeignKey("riders.id"), index=True)
     session_key: Mapped[str] = mapped_column(String(128))
