@@ -110,7 +110,7 @@ TARGET_MS = 25.0
 #: --experiment NAME: server changes outside the code this benchmark may touch, measured.
 EXPERIMENTS = {
     "bridge-nodelay": "TCP_NODELAY on the bridge's MQTT socket (server/bridge/connection.py)",
-    "no-pre-ping": "pool_pre_ping=False (server/core/db.py pings on every checkout)",
+    "pre-ping": "pool_pre_ping=True (a ping per checkout; server/core/db.py no longer pings)",
 }
 #: The rider's app asks whether the return was seen: first after RETURN_FIRST_POLL_S, then
 #: every RETURN_POLL_S (a tighter loop would load the API more than the rents do).
@@ -241,7 +241,7 @@ def _instrument(profile: Profile, bridge: Any) -> None:
     def checkout(*_args: Any) -> None:
         log = getattr(local, "statements", None)
         if log is not None:
-            log.append("(pool checkout; pre-ping)")
+            log.append("(pool checkout)")
 
     def begin_log() -> None:
         local.statements = []
@@ -393,7 +393,7 @@ def _server_main(
         settings.db_url,
         pool_size=pool[0],
         max_overflow=pool[1],
-        pool_pre_ping="no-pre-ping" not in experiments,
+        pool_pre_ping="pre-ping" in experiments,
     )
     state = RedisSharedState(settings.redis_url, namespace=namespace)
     bridge = Bridge(settings, db=db, shared_state=state, shared=True, client_id=settings.bridge_id)

@@ -53,7 +53,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
+    # Disconnects are handled optimistically (SQLAlchemy "Disconnect Handling -
+    # Optimistic"), not with a ping per checkout: the ping was a round trip on every unit of
+    # work, four on a rent's path (bench/rental_roundtrip). When the server restarts, the
+    # units of work in flight fail (rolled back, nothing half-written; the bridge retries
+    # its batch, a rider retries with the same Idempotency-Key) and SQLAlchemy invalidates
+    # every older pooled connection at once, so the next checkout reconnects. Connections
+    # are also replaced after an hour, before a firewall or pooler drops them idle.
+    kwargs.setdefault("pool_pre_ping", False)
+    kwargs.setdefault("pool_recycle", 3600)
     return create_engine(url, **kwargs)
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,9 +18,12 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from server.core.errors import DomainError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -98,6 +102,21 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.details:
             body["details"] = jsonable_encoder(exc.details)
         return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        # The pool found a dead connection (the database restarted or dropped it): this
+        # unit of work rolled back and every older pooled connection is already invalidated
+        # (core/db.py), so the same request succeeds when retried.
+        if not exc.connection_invalidated:
+            raise exc
+        log.warning("%s %s: database connection lost: %s", request.method, request.url.path, exc)
+        body = {
+            "error": "database_unavailable",
+            "message": "the database connection was lost; retry the request (with the same "
+            "Idempotency-Key where it takes one)",
+        }
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -71,8 +71,9 @@ PlayHook = Callable[[Session, Sequence[tuple[Play, datetime]]], None]
 """Called in the batch's session with new proof-of-play records (ads build on it)."""
 
 ResultHook = Callable[[Session, Sequence[tuple[CmdResult, datetime]]], None]
-"""Called in the batch's session with new command results and their receive time, in seq
-order: the answers to playlists (firmware_protocol SPEC §4.3; server/playlists)."""
+"""Called in the batch's session with the new command results that answer no recorded
+command, and their receive time, in seq order: the answers to playlists (firmware_protocol
+SPEC §4.3; server/playlists). A result of the command channel never reaches it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,10 @@ class KioskStateService:
         self.on_play = on_play
         self.on_slots = on_slots
         self.on_results = on_results
+        #: Registered kiosks' slot counts, as read: a kiosk is never deleted and its slot
+        #: count never changes (server/kiosks), so a kiosk once seen costs no query again.
+        #: Unknown ids are always looked up, so a kiosk registered a moment ago is accepted.
+        self._slot_counts: dict[str, int] = {}
 
     def record_rejected(
         self,
@@ -230,13 +235,20 @@ class KioskStateService:
             received_at=from_ms(received_ms),
         )
 
+    def _registered(self, session: Session, kiosk_ids: set[str]) -> dict[str, int]:
+        """The registered kiosks among `kiosk_ids`, with their slot count."""
+        unseen = kiosk_ids - self._slot_counts.keys()
+        if unseen:
+            self._slot_counts.update(repo.kiosk_slot_counts(session, unseen))
+        return {k: self._slot_counts[k] for k in kiosk_ids if k in self._slot_counts}
+
     def apply_batch(self, session: Session, batch: Sequence[Received]) -> ApplyOutcome:
         out = ApplyOutcome()
         if not batch:
             return out
 
         # 1. Registered kiosks only (SPEC §1: each kiosk has its own credentials).
-        slot_counts = repo.kiosk_slot_counts(session, {r.msg.kiosk_id for r in batch})
+        slot_counts = self._registered(session, {r.msg.kiosk_id for r in batch})
         known: list[Received] = []
         for r in batch:
             if r.msg.kiosk_id in slot_counts:
@@ -402,12 +414,15 @@ class KioskStateService:
                             slots.store(m.kiosk_id, m.slot, applied, observed, now)
                 case CmdResult():
                     record = commands.get(m.cmd_id)
-                    if record is not None and record.kiosk_id == m.kiosk_id:
+                    if record is None:
+                        # Answers a downlink that is not a recorded command (a playlist):
+                        # the `on_results` hook's to match.
+                        results.append((m, now))
+                    elif record.kiosk_id == m.kiosk_id:
                         # The kiosk's answer is the truth, even after the sender gave up.
                         record.status = m.status.value
                         record.result_at = now
                     out.cmd_results.append(m)
-                    results.append((m, now))
                 case Play():
                     plays.append((m, now))
 

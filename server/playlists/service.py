@@ -72,7 +72,8 @@ def record_results(session: Session, results: Sequence[tuple[CmdResult, datetime
     """KioskStateService `on_results` hook, in the bridge's batch transaction: a CmdResult
     answering a playlist (firmware_protocol SPEC §4.3) sets that version's `acked_at` and
     `ack_result`. The kiosk answers again at every reconnect (the playlist is retained);
-    the first answer is kept. Results for other downlinks are not ours and are ignored."""
+    the first answer is kept. Results of the command channel never get here; any other
+    cmd_id is not a playlist's and is ignored."""
     if not results:
         return
     by_cmd = {v.cmd_id: v for v in repo.versions_by_cmd(session, {r.cmd_id for r, _ in results})}

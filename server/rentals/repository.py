@@ -36,12 +36,6 @@ def by_id(session: Session, rental_id: int, *, lock: bool = False) -> Rental | N
     return session.scalars(stmt).first()
 
 
-def by_key(session: Session, rider_id: int, idempotency_key: str) -> Rental | None:
-    return session.scalars(
-        select(Rental).where(Rental.rider_id == rider_id, Rental.idempotency_key == idempotency_key)
-    ).first()
-
-
 def open_rental(session: Session, rider_id: int) -> Rental | None:
     return session.scalars(
         select(Rental).where(Rental.rider_id == rider_id, Rental.status.in_(OPEN_STATUSES))

@@ -193,7 +193,10 @@ def _reserve(
 ) -> _Attempt | int:
     """Pick a slot, record the rental `ejecting` and its unlock command; or the id of the
     rental an earlier request with the same key made."""
-    existing = repo.by_key(session, rider_id, idempotency_key)
+    payment = repo.lock_held_payment(session, rider_id)
+    # The lock serializes this rider's requests, so a twin request (same key) has committed
+    # its rental by now: the key and an open rental are looked up in one statement.
+    existing, current = repo.rider_rentals(session, rider_id, idempotency_key)
     if existing is not None:
         return existing.id
     kiosk = repo.kiosk_presence(session, kiosk_id)
@@ -201,12 +204,6 @@ def _reserve(
         raise UnknownKiosk(f"no kiosk {kiosk_id!r}", kiosk_id=kiosk_id)
     if not kiosk.online:
         raise RentalFailed(Failure.KIOSK_OFFLINE, kiosk_id=kiosk_id)
-    payment = repo.lock_held_payment(session, rider_id)
-    # The lock serializes this rider's requests: look again for a twin that just committed
-    # (and for an open rental, in the same statement).
-    existing, current = repo.rider_rentals(session, rider_id, idempotency_key)
-    if existing is not None:
-        return existing.id
     if payment is None:
         raise DepositRequired("pay the 30-yuan deposit before renting", rider_id=rider_id)
     if current is not None:
