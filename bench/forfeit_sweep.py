@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.forfeit_sweep [--rentals 1000000] [--overdue 100000]
     .venv/bin/python -m bench.forfeit_sweep --quick          # 100,000 rentals, 10,000 overdue
+    .venv/bin/python -m bench.forfeit_sweep --write-costs    # + each table's writes alone
 
 A throw-away PostgreSQL database migrated with Alembic (the ledger's triggers included: a
 deferred constraint trigger checks at COMMIT that every entry balances). Bulk-loaded with
@@ -255,11 +256,8 @@ SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM payments),
 """
 
 
-def floor(db: Database, now: datetime, overdue: int, *, triggers: bool) -> tuple[float, float]:
-    """(seconds for the statement, seconds for the deferred balance triggers it queued), in
-    a transaction rolled back (then vacuumed). `triggers` False: foreign-key and ledger
-    triggers off (`session_replication_role = replica`), to see what they cost."""
-    params = {
+def _floor_params(now: datetime) -> dict[str, Any]:
+    return {
         "now": now,
         "forfeit": "forfeit:rental:",
         "rental": "rental:",
@@ -270,20 +268,84 @@ def floor(db: Database, now: datetime, overdue: int, *, triggers: bool) -> tuple
         "forfeitures_held": WECHAT_FORFEITURES_HELD,
         "deposits_held": WECHAT_DEPOSITS_HELD,
     }
+
+
+def _rolled_back(db: Database, sql: str, params: dict[str, Any], *, triggers: bool) -> Any:
+    """(seconds for the statement, seconds for the deferred balance triggers it queued, its
+    first row or rowcount), in a transaction rolled back (then vacuumed). `triggers` False:
+    foreign-key and ledger triggers off (`session_replication_role = replica`)."""
     with db.engine.connect() as c:
         if not triggers:
             c.execute(text("SET LOCAL session_replication_role = replica"))
         t = time.perf_counter()
-        n = c.execute(text(FLOOR), params).one()
+        result = c.execute(text(sql), params)
+        got = tuple(result.one()) if result.returns_rows else result.rowcount
         statement = time.perf_counter() - t
         t = time.perf_counter()
         c.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))  # what COMMIT would run
         deferred = time.perf_counter() - t
         c.rollback()
-    if tuple(n) != (overdue, overdue, overdue, overdue, 4 * overdue, overdue):
-        raise RuntimeError(f"the floor statement wrote {tuple(n)}")
     vacuum(db)
+    return statement, deferred, got
+
+
+def floor(db: Database, now: datetime, overdue: int, *, triggers: bool) -> tuple[float, float]:
+    """(seconds for the statement, seconds for the deferred balance triggers it queued)."""
+    statement, deferred, n = _rolled_back(db, FLOOR, _floor_params(now), triggers=triggers)
+    if n != (overdue, overdue, overdue, overdue, 4 * overdue, overdue):
+        raise RuntimeError(f"the floor statement wrote {n}")
     return statement, deferred
+
+
+_DUE = "FROM rentals WHERE status = 'active' AND deadline_at <= :now"
+
+
+def _with_postings(legs: str) -> str:
+    """Entries and their postings in one statement, `legs` as VALUES (account, sign)."""
+    return (
+        "WITH e AS (INSERT INTO ledger_entries (kind, idempotency_key, rider_id, amount_fen, "
+        "reference, created_at) SELECT 'DEPOSIT_FORFEITED', :forfeit || id, rider_id::text, "
+        f"deposit_fen, :rental || id, :now {_DUE} RETURNING id, rider_id, amount_fen) "
+        "INSERT INTO ledger_postings (entry_id, account_code, amount_fen) SELECT e.id, "
+        "line.account, line.sign * e.amount_fen FROM e "
+        f"CROSS JOIN LATERAL (VALUES {legs}) AS line(account, sign)"
+    )
+
+
+#: `--write-costs`: each table's share of FLOOR alone, triggers on (foreign keys, the
+#: ledger's deferred balance check), to show where a different write shape would gain.
+WRITE_COSTS = {
+    "rentals (the bare update)": "UPDATE rentals SET status = 'forfeited', forfeited_at = "
+    "now(), updated_at = :now WHERE status = 'active' AND deadline_at <= :now",
+    "deposit_payments": "UPDATE deposit_payments SET status = 'FORFEITED' WHERE id IN "
+    f"(SELECT deposit_payment_id {_DUE})",
+    "umbrellas": "UPDATE umbrellas SET state = 'forfeited', kiosk_id = NULL, slot_no = NULL, "
+    f"updated_at = :now WHERE tag IN (SELECT umbrella_tag {_DUE})",
+    "notifications": "INSERT INTO notifications (rider_id, kind, dedup_key, payload, status, "
+    "attempts, next_attempt_at, created_at) SELECT rider_id, 'deposit_forfeited', :note || id, "
+    "json_build_object('amount_fen', deposit_fen, 'rental_id', id)::text, 'pending', 0, :now, "
+    f":now {_DUE}",
+    "ledger_entries alone": "INSERT INTO ledger_entries (kind, idempotency_key, rider_id, "
+    "amount_fen, reference, created_at) SELECT 'DEPOSIT_FORFEITED', :forfeit || id, "
+    f"rider_id::text, deposit_fen, :rental || id, :now {_DUE}",
+    "ledger_entries + 4 postings each (as now)": _with_postings(
+        "(:rider || e.rider_id || :deposit, 1), (:revenue, -1), (:forfeitures_held, 1), "
+        "(:deposits_held, -1)"
+    ),
+    "ledger_entries + 2 postings each (rider, revenue)": _with_postings(
+        "(:rider || e.rider_id || :deposit, 1), (:revenue, -1)"
+    ),
+}
+
+
+def write_costs(db: Database, now: datetime, bare: float) -> None:
+    for label, sql in WRITE_COSTS.items():
+        statement, deferred, _ = _rolled_back(db, sql, _floor_params(now), triggers=True)
+        total = statement + deferred
+        print(
+            f"   {label}: {total:.2f} s = {total / bare:.1f} x bare (incl. {deferred:.2f} s "
+            f"deferred balance trigger)"
+        )
 
 
 class StepTimes:
@@ -413,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--active", type=int, default=50_000, help="active rentals not yet due")
     ap.add_argument("--riders", type=int, default=200_000)
     ap.add_argument("--quick", action="store_true", help="100,000 rentals, 10,000 overdue")
+    ap.add_argument(
+        "--write-costs",
+        action="store_true",
+        help="also time each table's writes alone (about 5 more minutes at full size)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.rentals, args.overdue, args.active, args.riders = 100_000, 10_000, 5_000, 20_000
@@ -461,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"deferred balance trigger); with triggers off {f_bare:.2f} s "
                 f"({f_bare / bare:.1f} x bare)"
             )
+            if args.write_costs:
+                print("each table's writes alone, triggers on (rolled back):")
+                write_costs(db, now, bare)
 
             total, job_s, steps, chunks = run_job(url)
             print(
