@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from server.core.errors import DomainError
 from server.deposits import repository as repo
 from server.deposits import service
-from server.models import RefundStatus
+from server.models import DepositStatus, RefundStatus
 from server.payments.wechatpay import WeChatPayClient, WeChatPayError
 
 log = logging.getLogger(__name__)
@@ -21,19 +21,26 @@ def reconcile_pending_deposits(
 ) -> int:
     """Settle the pending payments older than `older_than` that WeChat Pay says are paid,
     through the same `settle_paid_order` as the notification; returns how many it settled.
+    Orders still unpaid past `rules.PAYMENT_WINDOW` are closed at WeChat Pay and marked
+    `closed` (`service.reconcile_payment`), so abandoned payment sheets do not pile up and
+    are not queried forever.
 
     For the notification that never arrives (our endpoint down through all of WeChat's
     retries, a lost network path). Rows being settled elsewhere right now are skipped; each
     payment runs in its own savepoint, so one WeChat error or mismatch does not undo the
-    others. Unpaid orders stay pending (closing expired ones comes with the refund work)."""
-    settled = 0
+    others."""
+    settled = closed = 0
     for payment in repo.lock_pending_older_than(session, now - older_than):
         try:
             with session.begin_nested():
-                if service.settle_from_query(session, client, payment):
-                    settled += 1
+                status = service.reconcile_payment(session, client, payment, now)
         except (WeChatPayError, DomainError) as exc:
             log.warning("reconciling deposit %s failed: %s", payment.out_trade_no, exc)
+            continue
+        settled += status is DepositStatus.HELD
+        closed += status is DepositStatus.CLOSED
+    if closed:
+        log.info("closed %d deposit order(s) that expired unpaid", closed)
     return settled
 
 

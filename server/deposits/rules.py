@@ -1,10 +1,19 @@
-"""Pure deposit rules: refund numbering and the refund retry and query schedules. No I/O."""
+"""Pure deposit rules: the payment window, refund numbering and the refund retry and query
+schedules. No I/O."""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
 from typing import Final
+
+#: How long a rider has to pay a deposit order: sent to WeChat Pay as the order's
+#: `time_expire` (the prepay_id itself lasts two hours). An order still unpaid after it, plus
+#: CLOSE_GRACE for the clocks and a payment in flight, is closed at WeChat Pay (关闭订单) by
+#: the reconciliation job and marked `closed`: it can no longer be paid, and is no longer
+#: queried on every run.
+PAYMENT_WINDOW: Final = timedelta(minutes=30)
+CLOSE_GRACE: Final = timedelta(minutes=5)
 
 #: WeChat Pay 申请退款: out_refund_no is 1-64 characters of [0-9A-Za-z_-|*@], unique per
 #: merchant; we keep it within 6-64 characters like out_trade_no.

@@ -135,6 +135,7 @@ def start_deposit(
             payer_openid=rider.openid,
             notify_url=notify_url,
             attach=f"rider:{rider.id}",
+            time_expire=payment.created_at + rules.PAYMENT_WINDOW,
         )
     except WeChatPayError as exc:
         raise _provider_error(exc) from exc
@@ -261,6 +262,39 @@ def settle_from_query(session: Session, client: WeChatPayClient, payment: Deposi
     if order.get("trade_state") != "SUCCESS":
         return False
     return settle_paid_order(session, client.config, order).status == DepositStatus.HELD
+
+
+def reconcile_payment(
+    session: Session, client: WeChatPayClient, payment: DepositPayment, now: datetime
+) -> DepositStatus:
+    """The reconciliation job's question about one pending payment (the caller holds it
+    locked): paid -> settled as the notification would have (`held`); unpaid past the
+    payment window -> closed at WeChat Pay, then `closed`; otherwise still `pending`.
+
+    Closing races the rider's last-second payment: WeChat refuses to close a paid order
+    (ORDERPAID), and the order is then queried again and settled, never closed."""
+    if payment.status != DepositStatus.PENDING:
+        return payment.status
+    order = client.query_order(payment.out_trade_no)
+    state = order.get("trade_state")
+    if state == "SUCCESS":
+        return settle_paid_order(session, client.config, order).status
+    expired = now >= payment.created_at + rules.PAYMENT_WINDOW + rules.CLOSE_GRACE
+    if state == "NOTPAY" and expired:
+        try:
+            client.close_order(payment.out_trade_no)
+        except WeChatPayApiError as exc:
+            if exc.code != "ORDERPAID":
+                raise
+            log.info("deposit %s was paid while being closed", payment.out_trade_no)
+            settle_from_query(session, client, payment)
+            return payment.status
+        state = "CLOSED"
+    if state == "CLOSED":
+        payment.status = DepositStatus.CLOSED
+        session.flush()
+        log.info("deposit %s expired unpaid: closed", payment.out_trade_no)
+    return payment.status
 
 
 def refresh_payment(

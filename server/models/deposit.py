@@ -14,7 +14,8 @@ from server.models.base import ID, Base
 class DepositStatus(enum.StrEnum):
     """`pending` until WeChat Pay confirms (verified notification or verified order query),
     then `held`; `refunding` -> `refunded` after a withdrawal; `forfeited` at the 7-day
-    deadline (back to `held` if a return seen before the deadline undoes it). The column is
+    deadline (back to `held` if a return seen before the deadline undoes it); `closed` when
+    it expired unpaid (`deposits.rules.PAYMENT_WINDOW`). The column is
     a plain string (`native_enum=False`), so new states need no database enum change."""
 
     PENDING = "pending"
@@ -23,6 +24,9 @@ class DepositStatus(enum.StrEnum):
     REFUNDING = "refunding"
     REFUNDED = "refunded"
     FORFEITED = "forfeited"
+    #: Never paid: the order expired unpaid and was closed at WeChat Pay (关闭订单), so it
+    #: can no longer be paid and is no longer asked about.
+    CLOSED = "closed"
 
 
 class DepositPayment(Base):

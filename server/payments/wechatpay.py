@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -36,6 +37,10 @@ class WeChatPayUnavailable(WeChatPayError):
     """No answer (connection refused, timeout): the request may or may not have happened."""
 
     retryable = True
+
+
+#: WeChat Pay writes its times in China Standard Time.
+CHINA = timezone(timedelta(hours=8))
 
 
 class WeChatPayApiError(WeChatPayError):
@@ -258,8 +263,10 @@ class WeChatPayClient:
         payer_openid: str,
         notify_url: str,
         attach: str | None = None,
+        time_expire: datetime | None = None,
     ) -> str:
-        """JSAPI 下单; returns the prepay_id (valid two hours at WeChat)."""
+        """JSAPI 下单; returns the prepay_id (valid two hours at WeChat). `time_expire`: the
+        order cannot be paid after it (sent as RFC 3339 in China time, as WeChat writes it)."""
         payload: dict[str, Any] = {
             "appid": self.config.appid,
             "mchid": self.config.mchid,
@@ -271,6 +278,8 @@ class WeChatPayClient:
         }
         if attach is not None:
             payload["attach"] = attach
+        if time_expire is not None:
+            payload["time_expire"] = time_expire.astimezone(CHINA).isoformat(timespec="seconds")
         data = self._request("POST", "/v3/pay/transactions/jsapi", payload)
         return str(data["prepay_id"])
 
@@ -298,6 +307,7 @@ class WeChatPayClient:
         return cast(dict[str, Any], self._request("GET", path))
 
     def close_order(self, out_trade_no: str) -> None:
+        """关闭订单 (204 No Content); an order already paid answers ORDERPAID."""
         path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/close"
         self._request("POST", path, {"mchid": self.config.mchid})
 

@@ -108,6 +108,8 @@ class Order:
     prepay_id: str
     attach: str | None
     state: str = "NOTPAY"
+    #: The prepay's `time_expire`: the rider can no longer pay after it.
+    expires_at: datetime | None = None
     transaction_id: str | None = None
     success_time: str | None = None
     refunded: int = 0
@@ -345,6 +347,7 @@ class WeChatStandIn:
         self._issued_codes: dict[str, str] = {}
         self._used_codes: set[str] = set()
         self._forced_failures: dict[str, list[tuple[int, str, str]]] = {}
+        self._before_next: dict[str, Callable[[], object]] = {}
         self._forced_errcodes: list[int] = []
         self._access_tokens: dict[str, _AccessToken] = {}
         self._current_token: _AccessToken | None = None
@@ -504,6 +507,12 @@ class WeChatStandIn:
         with self._lock:
             self._forced_failures.setdefault(operation, []).extend([(status, code, message)] * n)
 
+    def before_next(self, operation: str, action: Callable[[], object]) -> None:
+        """Run `action` (e.g. the rider paying) when the next call of `operation` arrives,
+        before it is answered: what happens at WeChat between two of the merchant's calls."""
+        with self._lock:
+            self._before_next[operation] = action
+
     def fail_next_refunds(self, n: int = 1) -> None:
         self.fail_next("refund", n)
 
@@ -552,6 +561,8 @@ class WeChatStandIn:
             order = self.find_order(ref)
             if order.state != "NOTPAY":
                 raise StandInError(f"order {order.out_trade_no} is {order.state}")
+            if order.expires_at is not None and clock.now() > order.expires_at:
+                raise StandInError(f"order {order.out_trade_no} expired at {order.expires_at}")
             order.state = "SUCCESS"
             order.transaction_id = f"4200{next(self._seq):06d}{secrets.randbelow(10**18):018d}"
             order.success_time = _rfc3339(clock.now())
@@ -758,6 +769,9 @@ class WeChatStandIn:
         with self._lock:
             queue = self._forced_failures.get(operation)
             forced = queue.pop(0) if queue else None
+            action = self._before_next.pop(operation, None)
+        if action is not None:
+            action()
         if forced is not None:
             raise _ApiError(*forced)
         if not body:
@@ -827,6 +841,14 @@ class WeChatStandIn:
             raise _ApiError(400, "APPID_MCHID_NOT_MATCH", "appid 和 mch_id 不匹配")
         if not re.fullmatch(r"https?://\S+", str(fields["notify_url"])):
             raise _ApiError(400, "PARAM_ERROR", "notify_url 格式错误")
+        expires_at = None
+        if "time_expire" in data:
+            try:
+                expires_at = datetime.fromisoformat(str(data["time_expire"]))
+            except ValueError:
+                expires_at = None
+            if expires_at is None or expires_at.tzinfo is None:
+                raise _ApiError(400, "PARAM_ERROR", "time_expire 格式错误")
         otn = str(fields["out_trade_no"])
         existing = self.orders.get(otn)
         if existing is not None:
@@ -854,6 +876,7 @@ class WeChatStandIn:
             openid=str(fields["openid"]),
             prepay_id=prepay_id,
             attach=str(data["attach"]) if "attach" in data else None,
+            expires_at=expires_at,
         )
         return 200, {"prepay_id": prepay_id}
 

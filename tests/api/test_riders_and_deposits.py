@@ -29,7 +29,7 @@ from server.models import DepositPayment, DepositStatus, EntryKind, JournalEntry
 from server.payments import signing
 from server.runtime import wechat_hooks
 from server.scheduler.runner import build_scheduler
-from server.wechat.standin import SentNotification, WeChatStandIn
+from server.wechat.standin import SentNotification, StandInError, WeChatStandIn
 from tests.services import free_port
 from tests.wechat_env import (
     FAST_RETRIES,
@@ -391,7 +391,7 @@ def test_a_client_claim_of_payment_alone_never_holds_a_deposit(env: Env) -> None
     _assert_nothing_moved(env, auth)
 
     with env.db.transaction() as s:
-        later = clock.now() + timedelta(hours=1)
+        later = clock.now() + timedelta(minutes=20)  # inside the payment window
         assert reconcile_pending_deposits(s, env.pay, later, timedelta(minutes=5)) == 0
     _assert_nothing_moved(env, auth)
 
@@ -438,6 +438,81 @@ def test_payment_whose_notification_never_arrives_is_settled_by_reconciliation(
     assert _money(env) == (1, [])
     [payment] = _payments(env)
     assert payment.transaction_id == env.standin.find_order(out_trade_no).transaction_id
+
+
+def _queries(env: Env, out_trade_no: str) -> int:
+    return sum(
+        1
+        for method, path, _ in env.standin.requests_seen
+        if method == "GET" and out_trade_no in path
+    )
+
+
+def test_an_order_left_unpaid_is_closed_after_the_payment_window_and_never_asked_again(
+    env: Env,
+) -> None:
+    auth = _login(env)
+    started = _start_deposit(env, auth).json()
+    out_trade_no = started["out_trade_no"]
+    order = env.standin.find_order(out_trade_no)
+    # The prepay told WeChat how long the rider has to pay.
+    assert order.expires_at is not None
+    window = order.expires_at - clock.now()
+    assert timedelta(minutes=29) < window <= timedelta(minutes=30)
+
+    with env.db.transaction() as s:  # inside the window (and its grace): left alone
+        later = clock.now() + timedelta(minutes=33)
+        assert reconcile_pending_deposits(s, env.pay, later, timedelta(minutes=2)) == 0
+    _assert_nothing_moved(env, auth)
+    assert order.state == "NOTPAY"
+
+    closing = clock.now() + timedelta(minutes=36)
+    with env.db.transaction() as s:
+        assert reconcile_pending_deposits(s, env.pay, closing, timedelta(minutes=2)) == 0
+    assert order.state == "CLOSED"  # closed at WeChat: the sheet can no longer be paid
+    assert [p.status for p in _payments(env)] == [DepositStatus.CLOSED]
+    assert _me(env, auth)["deposit"]["state"] == "none"
+    assert _money(env) == (0, [])
+    with pytest.raises(StandInError):
+        env.standin.pay(out_trade_no)
+
+    # A closed order is not queried again on later runs.
+    asked = _queries(env, out_trade_no)
+    with env.db.transaction() as s:
+        assert reconcile_pending_deposits(s, env.pay, closing, timedelta(minutes=2)) == 0
+    assert _queries(env, out_trade_no) == asked
+
+    # The rider starts over with a new order and pays it.
+    again = _start_deposit(env, auth, key="tap-2").json()
+    assert again["out_trade_no"] != out_trade_no
+    env.standin.pay(again["out_trade_no"])
+    assert env.standin.notifications[-1].wait_acknowledged()
+    assert _me(env, auth)["deposit"]["state"] == "held"
+    assert [p.status for p in _payments(env)] == [DepositStatus.CLOSED, DepositStatus.HELD]
+    assert _money(env) == (1, [])
+
+
+def test_an_order_paid_as_it_is_being_closed_is_held_not_closed(
+    env_without_notifications: Env,
+) -> None:
+    env = env_without_notifications
+    auth = _login(env)
+    out_trade_no = _start_deposit(env, auth).json()["out_trade_no"]
+    # The job finds the order unpaid; the rider pays before the close reaches WeChat, which
+    # then refuses to close it (ORDERPAID). Its notification is lost.
+    env.standin.before_next("close_order", lambda: env.standin.pay(out_trade_no))
+
+    closing = clock.now() + timedelta(minutes=36)
+    with env.db.transaction() as s:
+        assert reconcile_pending_deposits(s, env.pay, closing, timedelta(minutes=2)) == 1
+    assert env.standin.find_order(out_trade_no).state == "SUCCESS"
+    assert ("POST", f"/v3/pay/transactions/out-trade-no/{out_trade_no}/close", 400) in (
+        env.standin.requests_seen
+    )
+    me = _me(env, auth)["deposit"]
+    assert (me["state"], me["held_fen"]) == ("held", 3000)
+    assert [p.status for p in _payments(env)] == [DepositStatus.HELD]
+    assert _money(env) == (1, [])
 
 
 def test_refresh_after_payment_holds_the_deposit_through_a_verified_order_query(

@@ -140,6 +140,33 @@ def test_prepay_returns_payment_params_whose_pay_sign_verifies_with_the_merchant
     assert signing.rsa_verify(standin.merchant_public_key, message, params["paySign"])
 
 
+def test_an_order_cannot_be_paid_after_its_time_expire_and_closing_it_is_final(
+    standin: WeChatStandIn, client: WeChatPayClient
+) -> None:
+    otn = uuid.uuid4().hex
+    client.jsapi_prepay(
+        out_trade_no=otn,
+        description="雨伞押金",
+        total_fen=DEPOSIT_FEN,
+        payer_openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+        notify_url="https://example.com/notify",
+        time_expire=clock.now() + timedelta(minutes=30),
+    )
+    order = standin.find_order(otn)
+    assert order.expires_at is not None
+    assert order.expires_at.utcoffset() == timedelta(hours=8)  # sent in China time
+
+    clock.advance(timedelta(minutes=31))
+    with pytest.raises(StandInError, match="expired"):
+        standin.pay(otn)
+    assert client.query_order(otn)["trade_state"] == "NOTPAY"
+    client.close_order(otn)
+    assert client.query_order(otn)["trade_state"] == "CLOSED"
+    with pytest.raises(WeChatPayApiError) as refused:
+        _prepay(client, "https://example.com/notify", otn)
+    assert refused.value.code == "ORDER_CLOSED"
+
+
 def test_prepay_again_with_the_same_order_returns_the_same_prepay_id(
     client: WeChatPayClient,
 ) -> None:
