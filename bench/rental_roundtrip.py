@@ -111,6 +111,7 @@ TARGET_MS = 25.0
 EXPERIMENTS = {
     "bridge-nodelay": "TCP_NODELAY on the bridge's MQTT socket (server/bridge/connection.py)",
     "pre-ping": "pool_pre_ping=True (a ping per checkout; server/core/db.py no longer pings)",
+    "h11-asyncio": "uvicorn on h11 and asyncio's loop (without httptools and uvloop)",
 }
 #: The rider's app asks whether the return was seen: first after RETURN_FIRST_POLL_S, then
 #: every RETURN_POLL_S (a tighter loop would load the API more than the rents do).
@@ -417,8 +418,10 @@ def _server_main(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    # uvicorn picks httptools and uvloop (project dependencies) unless told otherwise.
+    pure = {"loop": "asyncio", "http": "h11"} if "h11-asyncio" in experiments else {}
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", access_log=False)
+        uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", access_log=False, **pure)
     )
 
     def watch() -> None:
