@@ -92,6 +92,23 @@ class Database:
                 session.connection(execution_options={IMMEDIATE: True})
             yield session
 
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A single-statement read outside any transaction, for the hot paths (a rider's
+        token on every request, a rent's outcome). On PostgreSQL the connection runs in
+        autocommit: no BEGIN and COMMIT round trips, about 140 us instead of 300-350 us per
+        read here. Each statement sees its own snapshot, so it suits one statement, not a
+        read that must be consistent across several. SQLite: an ordinary transaction."""
+        if self.is_sqlite:
+            with self.transaction() as session:
+                yield session
+            return
+        with (
+            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
+            Session(bind=connection, expire_on_commit=False) as session,
+        ):
+            yield session
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -164,7 +164,7 @@ def _settled_already(db: Database, attempt: _Attempt) -> Rental | None:
     usually already committed), or it ended otherwise. A plain read, no row lock and no
     write; None when `_settle_answer` must decide under the lock. Only this request moves a
     rental back to `ejecting` or gives it a new cmd_id, so an unlocked read is enough."""
-    with db.transaction() as session:
+    with db.read() as session:
         rental = repo.by_id(session, attempt.rental_id)
     assert rental is not None
     if rental.status is not RentalStatus.EJECTING or rental.cmd_id != attempt.cmd_id:

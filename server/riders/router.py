@@ -34,10 +34,11 @@ RiderDep = Annotated[Rider, Depends(current_rider)]
 def current_rider_own_tx(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Rider:
-    """`current_rider` in a short transaction of its own, closed before the endpoint runs:
-    for endpoints that run their own units of work (rent, withdraw) and must not hold a
-    request session while they wait for SQLite's write lock."""
-    with services(request).db.transaction() as session:
+    """`current_rider` as a read of its own (`Database.read`: one statement, no transaction
+    on PostgreSQL), done before the endpoint runs: for endpoints that run their own units of
+    work (rent, withdraw) and must not hold a request session while they wait for SQLite's
+    write lock."""
+    with services(request).db.read() as session:
         return current_rider(session, authorization)
 
 

@@ -74,10 +74,7 @@ def authenticate(session: Session, token: str) -> Rider:
     """The rider of a live session token; `Unauthorized` for an unknown or expired one."""
     if not token:
         raise Unauthorized("rider token required (Authorization: Bearer <token>)")
-    found = repo.live_session(session, hash_token(token), clock.now())
-    if found is None:
-        raise Unauthorized("rider token unknown or expired; log in again")
-    rider = session.get(Rider, found.rider_id)
-    if rider is None:  # pragma: no cover - the foreign key makes this impossible
+    rider = repo.rider_of_live_session(session, hash_token(token), clock.now())
+    if rider is None:
         raise Unauthorized("rider token unknown or expired; log in again")
     return rider
