@@ -43,6 +43,11 @@ class WeChatPayUnavailable(WeChatPayError):
 CHINA = timezone(timedelta(hours=8))
 
 
+def rfc3339(moment: datetime) -> str:
+    """A time as WeChat Pay writes it (`time_expire`, `success_time`): RFC 3339, China time."""
+    return moment.astimezone(CHINA).isoformat(timespec="seconds")
+
+
 class WeChatPayApiError(WeChatPayError):
     """WeChat answered 4xx/5xx with `{"code": ..., "message": ...}`."""
 
@@ -279,7 +284,7 @@ class WeChatPayClient:
         if attach is not None:
             payload["attach"] = attach
         if time_expire is not None:
-            payload["time_expire"] = time_expire.astimezone(CHINA).isoformat(timespec="seconds")
+            payload["time_expire"] = rfc3339(time_expire)
         data = self._request("POST", "/v3/pay/transactions/jsapi", payload)
         return str(data["prepay_id"])
 

@@ -52,7 +52,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +68,13 @@ from server.config import Settings
 from server.core.clock import clock
 from server.notifications.templates import TemplateSet
 from server.payments import signing
-from server.payments.wechatpay import WeChatPayConfig
+from server.payments.wechatpay import CHINA, WeChatPayConfig, rfc3339
 
 # WeChat Pay's documented notification retry schedule (回调通知, 通知频率), in seconds.
 WECHAT_RETRY_SCHEDULE_S: tuple[float, ...] = (
     15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
 )  # fmt: skip
 
-_CHINA = timezone(timedelta(hours=8))
 # Codes the simulator can make up without asking the stand-in: `wxcode.<user>.<anything>`;
 # the openid depends on <user> only, so the same simulated rider logs in as the same openid.
 LOGIN_CODE_PATTERN = re.compile(r"^wxcode\.(?P<user>[A-Za-z0-9_-]{1,64})\.[A-Za-z0-9_-]{1,64}$")
@@ -89,10 +88,6 @@ def openid_for(appid: str, user: str) -> str:
     """A stable, openid-shaped (28 characters, starting with "o") id per appid and user."""
     digest = hashlib.sha256(f"{appid}:{user}".encode()).digest()
     return "o" + base64.urlsafe_b64encode(digest).decode()[:27]
-
-
-def _rfc3339(dt: datetime) -> str:
-    return dt.astimezone(_CHINA).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -565,7 +560,7 @@ class WeChatStandIn:
                 raise StandInError(f"order {order.out_trade_no} expired at {order.expires_at}")
             order.state = "SUCCESS"
             order.transaction_id = f"4200{next(self._seq):06d}{secrets.randbelow(10**18):018d}"
-            order.success_time = _rfc3339(clock.now())
+            order.success_time = rfc3339(clock.now())
             resource = order.view()
         self.notify(order.notify_url, "TRANSACTION.SUCCESS", "支付成功", "transaction", resource)
         return order
@@ -578,7 +573,7 @@ class WeChatStandIn:
             if refund.status != "PROCESSING":
                 return refund
             refund.status = "SUCCESS"
-            refund.success_time = _rfc3339(clock.now())
+            refund.success_time = rfc3339(clock.now())
             resource = {
                 "mchid": self.mchid,
                 "out_trade_no": refund.out_trade_no,
@@ -607,7 +602,7 @@ class WeChatStandIn:
         plaintext = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
         envelope = {
             "id": str(uuid.uuid4()),
-            "create_time": _rfc3339(clock.now()),
+            "create_time": rfc3339(clock.now()),
             "resource_type": "encrypt-resource",
             "event_type": event_type,
             "summary": summary,
@@ -864,7 +859,7 @@ class WeChatStandIn:
             if not same:
                 raise _ApiError(400, "INVALID_REQUEST", "商户订单号重复")
             return 200, {"prepay_id": existing.prepay_id}
-        prepay_id = f"wx{clock.now().astimezone(_CHINA):%d%H%M%S}{secrets.token_hex(12)}"
+        prepay_id = f"wx{clock.now().astimezone(CHINA):%d%H%M%S}{secrets.token_hex(12)}"
         self.orders[otn] = Order(
             appid=self.appid,
             mchid=self.mchid,
@@ -957,7 +952,7 @@ class WeChatStandIn:
             refund=refund_fen,
             total=order.total,
             notify_url=str(data["notify_url"]) if data.get("notify_url") else None,
-            create_time=_rfc3339(clock.now()),
+            create_time=rfc3339(clock.now()),
         )
         self.refunds[out_refund_no] = refund
         order.refunded += refund_fen
@@ -1025,7 +1020,7 @@ class WeChatStandIn:
             out_order_no=out_order_no,
             order_id=f"30000{next(self._seq):06d}{secrets.randbelow(10**18):018d}",
             receivers=clean,
-            create_time=_rfc3339(clock.now()),
+            create_time=rfc3339(clock.now()),
         )
         self.profit_sharing_orders[out_order_no] = created
         if self.lose_profit_sharing_answers > 0:
