@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,8 @@ from typing import Any
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
 from amqtt.errors import AMQTTError
-from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-from amqtt.session import OutgoingApplicationMessage, Session
+from amqtt.session import Session
 
 from server.broker.credentials import parse_password_file, verify_password
 from server.broker.mosquitto import MosquittoAcl
@@ -39,14 +38,34 @@ from server.broker.mosquitto import MosquittoAcl
 log = logging.getLogger(__name__)
 
 
-class _SafeBroker(Broker):  # type: ignore[misc]
-    """amqtt 0.12.1 with two defects mended (same methods otherwise):
+class _SubscriptionTable(dict[str, list[tuple[Session, int]]]):
+    """amqtt's topic filter -> [(session, qos)] map, iterated over a snapshot.
 
-    - `_run_broadcast` iterated `self._subscriptions` while awaiting the topic filter, so a
-      client subscribing meanwhile raised "dictionary changed size during iteration" and
-      that message reached nobody (seen with a reconnecting fleet);
+    amqtt 0.12.1 walks this map while awaiting (the ACL check of each delivery, the
+    retained messages at each CONNECT), and a client subscribing, unsubscribing or taking
+    over its session meanwhile changes it: "dictionary changed size during iteration",
+    seen with a reconnecting fleet. Iterating a copy mends every such walk at once.
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.keys()))
+
+    def items(self) -> list[tuple[str, list[tuple[Session, int]]]]:  # type: ignore[override]
+        return [(k, list(v)) for k, v in super().items()]
+
+
+class _SafeBroker(Broker):  # type: ignore[misc]
+    """amqtt 0.12.1 with three defects mended (same methods otherwise):
+
+    - its subscription map was iterated while it changed (see `_SubscriptionTable`);
+    - a client connecting was sent the retained messages of every filter any client was
+      subscribed to, unchecked against the ACL: kiosk A got kiosk B's retained playlist;
     - a client dropping before CONNECT left its socket open until garbage collection.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._subscriptions = _SubscriptionTable()
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
@@ -62,40 +81,38 @@ class _SafeBroker(Broker):  # type: ignore[misc]
                 await writer.close()
             raise
 
-    async def _run_broadcast(
-        self, running_tasks: deque[asyncio.Task[OutgoingApplicationMessage]]
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
     ) -> None:
-        broadcast = await self._broadcast_queue.get()
-        for k_filter, subscriptions in list(self._subscriptions.items()):
-            if not self._matches(broadcast["topic"], k_filter):
+        """The retained messages matching one of `session`'s own filters that the ACL lets
+        it read, at the QoS it was granted (MQTT 3.1.1 §3.3.1.3). amqtt calls this after a
+        SUBSCRIBE and, at CONNECT, for every filter in the broker: other clients' filters
+        are skipped here."""
+        topic_filter = subscription[0]
+        mine = [
+            q
+            for s, q in self._subscriptions.get(topic_filter, ())
+            if s.client_id == session.client_id
+        ]
+        handler = self._get_handler(session)
+        if not mine or handler is None:
+            return
+        granted = mine[0]
+        sends = []
+        for topic, retained in list(self._retained_messages.items()):
+            if not self._matches(topic, topic_filter):
                 continue
-            for target_session, sub_qos in list(subscriptions):
-                qos = broadcast.get("qos", sub_qos)
-                sendable = await self._topic_filtering(
-                    target_session, topic=broadcast["topic"], action=Action.RECEIVE
+            if not await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
+                continue
+            qos = min(granted, retained.qos or granted)
+            sends.append(
+                asyncio.ensure_future(
+                    handler.mqtt_publish(retained.topic, retained.data, qos, retain=True)
                 )
-                if not sendable:
-                    continue
-                # MQTT 3.1.2.4: keep QoS 1/2 messages for disconnected persistent sessions.
-                if (
-                    target_session.transitions.state != "connected"
-                    and not target_session.clean_session
-                    and qos in (QOS_1, QOS_2)
-                    and not target_session.is_anonymous
-                ):
-                    await self._retain_broadcast_message(broadcast, qos, target_session)
-                    continue
-                if target_session.transitions.state != "connected":
-                    continue
-                handler = self._get_handler(target_session)
-                if handler:
-                    running_tasks.append(
-                        asyncio.ensure_future(
-                            handler.mqtt_publish(
-                                broadcast["topic"], broadcast["data"], qos, retain=False
-                            )
-                        )
-                    )
+            )
+        for failed in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(failed, BaseException):  # no PUBACK: the client dropped meanwhile
+                log.info("retained message to %s not acknowledged: %s", session.client_id, failed)
 
 
 class _ReloadingFile:

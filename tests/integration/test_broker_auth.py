@@ -3,6 +3,7 @@ topics), against a real Mosquitto and against the embedded amqtt broker, from th
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -115,12 +116,24 @@ def broker(request: pytest.FixtureRequest, fleet: Fleet, tmp_path: Path) -> Iter
 class Client:
     """A paho 2.x MQTT 3.1.1 client that records its CONNACK and the messages it receives."""
 
-    def __init__(self, port: int, username: str | None, password: str | None, client_id: str):
+    def __init__(
+        self,
+        port: int,
+        username: str | None,
+        password: str | None,
+        client_id: str,
+        clean_session: bool = True,
+    ):
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.connack: queue.Queue[ReasonCode] = queue.Queue()
         self.subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
         self._published = threading.Event()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=clean_session,
+        )
         if username is not None:
             c.username_pw_set(username, password)
         c.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc)
@@ -290,3 +303,82 @@ def test_embedded_broker_refuses_shared_subscriptions_loudly(
 ) -> None:
     cloud, _ = _connect(broker, clients, CLOUD_USER, CLOUD_PASSWORD, "bridge-test")
     assert cloud.subscribe("$share/bridges/umb/1/+/up/+")[0].is_failure
+
+
+def test_connecting_kiosk_gets_only_its_own_retained_downlinks(
+    broker: RunningBroker, clients: list[Client]
+) -> None:
+    """A kiosk connecting gets the retained messages of its own subscriptions, never those
+    retained for another kiosk (amqtt 0.12 sends a connecting client the retained messages of
+    every filter any client is subscribed to, unchecked against the ACL)."""
+    fleet = broker.fleet
+    kiosk_b, _ = _connect(broker, clients, fleet.b, fleet.passwords[fleet.b])
+    assert not kiosk_b.subscribe(f"umb/1/{fleet.b}/down/#")[0].is_failure
+    cloud, _ = _connect(broker, clients, CLOUD_USER, CLOUD_PASSWORD, "bridge-test")
+    cloud.client.publish(f"umb/1/{fleet.b}/down/playlist", b"b-playlist", qos=1, retain=True)
+    cloud.client.publish(f"umb/1/{fleet.a}/down/playlist", b"a-playlist", qos=1, retain=True)
+    assert kiosk_b.next_message() == (f"umb/1/{fleet.b}/down/playlist", b"b-playlist")
+
+    kiosk_a, rc = _connect(broker, clients, fleet.a, fleet.passwords[fleet.a])
+    assert not rc.is_failure
+    time.sleep(0.5)  # what the broker sends at CONNECT, before any SUBSCRIBE
+    assert kiosk_a.messages.empty(), kiosk_a.messages.get_nowait()
+    assert not kiosk_a.subscribe(f"umb/1/{fleet.a}/down/#")[0].is_failure
+
+    assert kiosk_a.next_message() == (f"umb/1/{fleet.a}/down/playlist", b"a-playlist")
+    time.sleep(0.3)
+    assert kiosk_a.messages.empty(), kiosk_a.messages.get_nowait()
+
+
+@pytest.mark.parametrize("broker", ["embedded"], indirect=True)
+def test_embedded_broker_survives_subscriptions_changing_while_kiosks_reconnect(
+    broker: RunningBroker, clients: list[Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kiosks with persistent sessions reconnecting while the cloud subscribes and
+    unsubscribes: amqtt 0.12.1 walked its subscription map across awaits at each CONNECT
+    and failed it with "dictionary changed size during iteration" (seen in the demo, on a
+    session take-over). Every reconnect must get its own retained downlinks, and nothing
+    may raise in the broker."""
+    fleet = broker.fleet
+    cloud, _ = _connect(broker, clients, CLOUD_USER, CLOUD_PASSWORD, "bridge-test")
+    retained = 10
+    for kiosk_id in (fleet.a, fleet.b):
+        for n in range(retained):
+            info = cloud.client.publish(f"umb/1/{kiosk_id}/down/p{n}", b"r", qos=1, retain=True)
+    info.wait_for_publish(TIMEOUT)
+    stop = threading.Event()
+
+    def churn() -> None:
+        n = 0
+        while not stop.is_set():
+            cloud.client.subscribe(f"umb/1/{fleet.b}/up/churn{n}", qos=1)
+            cloud.client.unsubscribe(f"umb/1/{fleet.b}/up/churn{n - 1}")
+            n += 1
+            time.sleep(0.0005)
+
+    churner = threading.Thread(target=churn, daemon=True)
+    churner.start()
+    try:
+        for round_ in range(12):
+            for kiosk_id in (fleet.a, fleet.b):
+                kiosk = Client(
+                    broker.port, kiosk_id, fleet.passwords[kiosk_id], kiosk_id, clean_session=False
+                )
+                clients.append(kiosk)
+                assert not kiosk.wait_connack().is_failure
+                kiosk.client.subscribe(f"umb/1/{kiosk_id}/down/#", qos=1)
+                want = {f"umb/1/{kiosk_id}/down/p{n}" for n in range(retained)}
+                got: set[str] = set()
+                while got != want:  # a persistent session also gets them again at CONNECT
+                    topic, _ = kiosk.next_message()
+                    assert topic in want, (round_, topic)
+                    got.add(topic)
+                with contextlib.suppress(queue.Empty):
+                    while True:  # the copies sent at CONNECT and at SUBSCRIBE, acknowledged
+                        kiosk.messages.get(timeout=0.2)
+                kiosk.close()
+    finally:
+        stop.set()
+        churner.join(TIMEOUT)
+    problems = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not problems, [r.getMessage() for r in problems]
