@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.forfeit_sweep --write-costs    # + each table's writes alone
 
 A throw-away PostgreSQL database migrated with Alembic (the ledger's triggers included: a
-deferred constraint trigger checks at COMMIT that every entry balances). Bulk-loaded with
+statement-level trigger checks that each INSERT's postings balance). Bulk-loaded with
 INSERT ... SELECT generate_series (triggers off while loading, `session_replication_role =
 replica`; the ledger invariants are checked right after the load): riders with a held
 deposit (payment `held`, ledger account, `deposit_received` entry and its two postings),
@@ -271,9 +271,9 @@ def _floor_params(now: datetime) -> dict[str, Any]:
 
 
 def _rolled_back(db: Database, sql: str, params: dict[str, Any], *, triggers: bool) -> Any:
-    """(seconds for the statement, seconds for the deferred balance triggers it queued, its
-    first row or rowcount), in a transaction rolled back (then vacuumed). `triggers` False:
-    foreign-key and ledger triggers off (`session_replication_role = replica`)."""
+    """(seconds for the statement, its triggers included; its first row or rowcount), in a
+    transaction rolled back (then vacuumed). `triggers` False: foreign-key and ledger
+    triggers off (`session_replication_role = replica`)."""
     with db.engine.connect() as c:
         if not triggers:
             c.execute(text("SET LOCAL session_replication_role = replica"))
@@ -281,20 +281,17 @@ def _rolled_back(db: Database, sql: str, params: dict[str, Any], *, triggers: bo
         result = c.execute(text(sql), params)
         got = tuple(result.one()) if result.returns_rows else result.rowcount
         statement = time.perf_counter() - t
-        t = time.perf_counter()
-        c.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))  # what COMMIT would run
-        deferred = time.perf_counter() - t
         c.rollback()
     vacuum(db)
-    return statement, deferred, got
+    return statement, got
 
 
-def floor(db: Database, now: datetime, overdue: int, *, triggers: bool) -> tuple[float, float]:
-    """(seconds for the statement, seconds for the deferred balance triggers it queued)."""
-    statement, deferred, n = _rolled_back(db, FLOOR, _floor_params(now), triggers=triggers)
+def floor(db: Database, now: datetime, overdue: int, *, triggers: bool) -> float:
+    """Seconds for the statement, its triggers included."""
+    statement, n = _rolled_back(db, FLOOR, _floor_params(now), triggers=triggers)
     if n != (overdue, overdue, overdue, overdue, 4 * overdue, overdue):
         raise RuntimeError(f"the floor statement wrote {n}")
-    return statement, deferred
+    return statement
 
 
 _DUE = "FROM rentals WHERE status = 'active' AND deadline_at <= :now"
@@ -313,7 +310,7 @@ def _with_postings(legs: str) -> str:
 
 
 #: `--write-costs`: each table's share of FLOOR alone, triggers on (foreign keys, the
-#: ledger's deferred balance check), to show where a different write shape would gain.
+#: ledger's balance check), to show where a different write shape would gain.
 WRITE_COSTS = {
     "rentals (the bare update)": "UPDATE rentals SET status = 'forfeited', forfeited_at = "
     "now(), updated_at = :now WHERE status = 'active' AND deadline_at <= :now",
@@ -340,12 +337,8 @@ WRITE_COSTS = {
 
 def write_costs(db: Database, now: datetime, bare: float) -> None:
     for label, sql in WRITE_COSTS.items():
-        statement, deferred, _ = _rolled_back(db, sql, _floor_params(now), triggers=True)
-        total = statement + deferred
-        print(
-            f"   {label}: {total:.2f} s = {total / bare:.1f} x bare (incl. {deferred:.2f} s "
-            f"deferred balance trigger)"
-        )
+        statement, _ = _rolled_back(db, sql, _floor_params(now), triggers=True)
+        print(f"   {label}: {statement:.2f} s = {statement / bare:.1f} x bare")
 
 
 class StepTimes:
@@ -387,7 +380,7 @@ class TimedDatabase(Database):
         with super().transaction(immediate=immediate) as session:
             yield session
             c = time.perf_counter()
-        self.steps.seconds["COMMIT (deferred balance trigger)"] += time.perf_counter() - c
+        self.steps.seconds["COMMIT"] += time.perf_counter() - c
         self.steps.seconds["= transactions, BEGIN to COMMIT"] += time.perf_counter() - t
         self.chunks += 1
 
@@ -518,15 +511,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"VACUUM): {cold:.2f} s cold, {bare:.2f} s warm (the baseline)"
             )
 
-            f_stmt, f_deferred = floor(db, now, args.overdue, triggers=True)
-            f_bare, _ = floor(db, now, args.overdue, triggers=False)
-            f_total = f_stmt + f_deferred
+            f_total = floor(db, now, args.overdue, triggers=True)
+            f_bare = floor(db, now, args.overdue, triggers=False)
             print(
-                f"floor: every row the job writes, as one set-wise SQL statement (no ledger "
-                f"rule checked; rolled back): {f_total:.2f} s = {f_total / bare:.1f} x bare "
-                f"({f_stmt:.2f} s statement incl. foreign-key checks + {f_deferred:.2f} s "
-                f"deferred balance trigger); with triggers off {f_bare:.2f} s "
-                f"({f_bare / bare:.1f} x bare)"
+                f"floor: every row the job writes, as one set-wise SQL statement (no rule "
+                f"checked in Python; rolled back): {f_total:.2f} s = {f_total / bare:.1f} x "
+                f"bare (foreign-key checks and the ledger's balance trigger included); with "
+                f"triggers off {f_bare:.2f} s ({f_bare / bare:.1f} x bare)"
             )
             if args.write_costs:
                 print("each table's writes alone, triggers on (rolled back):")

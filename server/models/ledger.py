@@ -6,8 +6,8 @@ its postings (assets carry a positive balance, liabilities and revenue a negativ
 The chart of accounts and the posting rules live in `server/ledger/rules.py`.
 
 Every entry balances, enforced three times: the service refuses an unbalanced entry before
-it flushes; on PostgreSQL a deferred constraint trigger (`PG_LEDGER_DDL`, which the
-Alembic migration must also run) refuses to commit one; `check_invariants` reports one.
+it flushes; on PostgreSQL a statement-level trigger (`PG_LEDGER_DDL`, which the Alembic
+migrations also run) refuses the INSERT that leaves one; `check_invariants` reports one.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from sqlalchemy import (
     CheckConstraint,
     Enum,
     ForeignKey,
+    Index,
     String,
     event,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -102,33 +104,63 @@ class Posting(Base):
     #: The kiosk the amount is attributable to, on ad revenue and its credits (partners'
     #: revenue share, SPEC §5); None elsewhere. No foreign key: the ledger is append-only
     #: history and outlives registry rows.
-    kiosk_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    kiosk_id: Mapped[str | None] = mapped_column(String(32))
 
     entry: Mapped[JournalEntry] = relationship(back_populates="postings", lazy="raise")
 
-    __table_args__ = (CheckConstraint("amount_fen <> 0", name="nonzero"),)
+    __table_args__ = (
+        CheckConstraint("amount_fen <> 0", name="nonzero"),
+        # Partial: most postings (deposits, refunds, forfeitures) carry no kiosk, and an
+        # index entry for each of them is write cost that no query reads.
+        Index(
+            "ix_ledger_postings_kiosk_id",
+            "kiosk_id",
+            postgresql_where=text("kiosk_id IS NOT NULL"),
+            sqlite_where=text("kiosk_id IS NOT NULL"),
+        ),
+    )
 
 
-#: PostgreSQL only: postings are append-only, and an entry whose postings do not sum to zero
-#: cannot commit (a deferred constraint trigger checks each touched entry at COMMIT). Run by
-#: `create_all` below; the Alembic migration must run the same statements (`op.execute`).
-PG_LEDGER_DDL: Final[tuple[str, ...]] = (
+#: PostgreSQL only (`PG_LEDGER_DDL`, run by `create_all` below): an INSERT whose new
+#: postings do not sum to zero for every entry they touch is refused. Postings are never
+#: updated or deleted (`PG_LEDGER_APPEND_ONLY_DDL`), so if every statement's own rows
+#: balance per entry, every entry balances: the check reads only the statement's new rows
+#: (a transition table), one set-wise query per INSERT however many entries it writes (the
+#: forfeiture sweep writes 20,000 postings in one), instead of a SUM over the table per
+#: posting at COMMIT in a per-row trigger. So an entry's postings must arrive in one
+#: statement, as `ledger.repository` writes them (`add_entry` flushes one entry's postings
+#: at a time; `add_entries` writes them all in one INSERT). Alembic migration 0006 installs
+#: it (0002, the append-only guard).
+PG_LEDGER_BALANCE_DDL: Final[tuple[str, ...]] = (
     """
-CREATE OR REPLACE FUNCTION ledger_entry_must_balance() RETURNS trigger
+CREATE OR REPLACE FUNCTION ledger_entries_must_balance() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    total bigint;
+    bad record;
 BEGIN
-    SELECT COALESCE(SUM(amount_fen), 0) INTO total
-    FROM ledger_postings WHERE entry_id = NEW.entry_id;
-    IF total <> 0 THEN
+    SELECT entry_id, SUM(amount_fen) AS total INTO bad
+    FROM inserted_postings
+    GROUP BY entry_id
+    HAVING SUM(amount_fen) <> 0
+    LIMIT 1;
+    IF FOUND THEN
         RAISE EXCEPTION 'ledger entry does not balance'
             USING ERRCODE = 'check_violation',
-                  DETAIL = 'entry ' || NEW.entry_id || ' sums to ' || total || ' fen';
+                  DETAIL = 'entry ' || bad.entry_id || ' would be off by ' || bad.total || ' fen';
     END IF;
     RETURN NULL;
 END $$
 """,
+    """
+CREATE TRIGGER ledger_entries_balance
+AFTER INSERT ON ledger_postings
+REFERENCING NEW TABLE AS inserted_postings
+FOR EACH STATEMENT EXECUTE FUNCTION ledger_entries_must_balance()
+""",
+)
+
+#: Postings are append-only: a mistake is corrected by a reversing entry.
+PG_LEDGER_APPEND_ONLY_DDL: Final[tuple[str, ...]] = (
     """
 CREATE OR REPLACE FUNCTION ledger_postings_are_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -138,23 +170,17 @@ BEGIN
 END $$
 """,
     """
-CREATE CONSTRAINT TRIGGER ledger_entry_balances
-AFTER INSERT ON ledger_postings
-DEFERRABLE INITIALLY DEFERRED
-FOR EACH ROW EXECUTE FUNCTION ledger_entry_must_balance()
-""",
-    """
 CREATE TRIGGER ledger_postings_append_only
 BEFORE UPDATE OR DELETE ON ledger_postings
 FOR EACH ROW EXECUTE FUNCTION ledger_postings_are_append_only()
 """,
 )
 
-PG_LEDGER_DROP_DDL: Final[tuple[str, ...]] = (
-    "DROP TRIGGER IF EXISTS ledger_postings_append_only ON ledger_postings",
-    "DROP TRIGGER IF EXISTS ledger_entry_balances ON ledger_postings",
-    "DROP FUNCTION IF EXISTS ledger_postings_are_append_only()",
-    "DROP FUNCTION IF EXISTS ledger_entry_must_balance()",
+PG_LEDGER_DDL: Final[tuple[str, ...]] = (*PG_LEDGER_APPEND_ONLY_DDL, *PG_LEDGER_BALANCE_DDL)
+
+PG_LEDGER_BALANCE_DROP_DDL: Final[tuple[str, ...]] = (
+    "DROP TRIGGER IF EXISTS ledger_entries_balance ON ledger_postings",
+    "DROP FUNCTION IF EXISTS ledger_entries_must_balance()",
 )
 
 for _statement in PG_LEDGER_DDL:

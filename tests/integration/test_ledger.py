@@ -8,7 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -252,6 +252,8 @@ def test_check_invariants_names_an_unbalanced_entry_and_a_rider_owed_less_than_z
     with db.transaction() as s:
         post(s, RECEIVED, "r1", "pay:1", "payment:1")
     with db.sessions() as s:  # rows the service would never write; rolled back at the end
+        if db.engine.dialect.name == "postgresql":  # a hand edit past PostgreSQL's own guard
+            s.execute(text("ALTER TABLE ledger_postings DISABLE TRIGGER ledger_entries_balance"))
         now = clock.now()
         s.add(
             JournalEntry(
@@ -338,6 +340,21 @@ def test_postgresql_refuses_to_commit_an_entry_that_does_not_balance(db: Databas
             )
         )
     assert row_counts(db)[1:] == (1, 2)
+
+
+@postgresql_only
+def test_postgresql_refuses_a_posting_that_unbalances_a_committed_entry(db: Database) -> None:
+    """The balance check covers every entry an INSERT touches, old ones too: one more leg
+    on a committed deposit would make the rider owe 3,000 fen more than was paid."""
+    with db.transaction() as s:
+        post(s, RECEIVED, "r1", "pay:1", "payment:1")
+        entry_id = s.scalars(select(JournalEntry.id)).one()
+    with pytest.raises(IntegrityError, match="does not balance"), db.transaction() as s:
+        s.add(Posting(entry_id=entry_id, account_code="rider:r1:deposit", amount_fen=-3000))
+    assert row_counts(db)[1:] == (1, 2)
+    with db.transaction() as s:
+        assert service.rider_deposit(s, "r1") == 3000
+        assert service.check_invariants(s) == []
 
 
 @postgresql_only
