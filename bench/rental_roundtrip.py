@@ -112,6 +112,8 @@ EXPERIMENTS = {
     "bridge-nodelay": "TCP_NODELAY on the bridge's MQTT socket (server/bridge/connection.py)",
     "pre-ping": "pool_pre_ping=True (a ping per checkout; server/core/db.py no longer pings)",
     "h11-asyncio": "uvicorn on h11 and asyncio's loop (without httptools and uvloop)",
+    "early-result": "the bridge hands a command result to the waiting rent before its batch "
+    "transaction, not after the commit (server/bridge/dispatch.py)",
 }
 #: The rider's app asks whether the return was seen: first after RETURN_FIRST_POLL_S, then
 #: every RETURN_POLL_S (a tighter loop would load the API more than the rents do).
@@ -409,6 +411,8 @@ def _server_main(
             real_on_connect(client, *args)
 
         bridge.connection.client.on_connect = on_connect
+    if "early-result" in experiments:
+        _hand_results_over_early(bridge, state)
     bridge.start()
     if not bridge.connection.wait_ready(15):
         out.put(("error", "the bridge did not subscribe within 15 s"))
@@ -444,6 +448,32 @@ def _server_main(
         state.close()
         db.dispose()
         out.put(("samples", collected))
+
+
+def _hand_results_over_early(bridge: Any, state: Any) -> None:
+    """--experiment early-result: push each CmdResult as soon as its batch is decoded. The
+    rent's own settle transaction activates the rental (the rental row lock orders it with
+    the bridge's batch), so the batch leaves the rent's critical path; the command and slot
+    rows may then show the unlock only after the rent has answered."""
+    from firmware_protocol import DecodeError, decode_uplink, encode
+    from firmware_protocol.messages import CmdResult
+    from server.bridge.dispatch import result_key
+
+    dispatcher = bridge.dispatcher
+    real = dispatcher.process_batch
+
+    def process_batch(items: Any) -> Any:
+        for it in items:
+            try:
+                message = decode_uplink(it.topic, it.payload)
+            except DecodeError:
+                continue
+            if isinstance(message, CmdResult):
+                key = result_key(message.cmd_id)
+                state.push_result(key, encode(message), dispatcher.result_ttl_s)
+        return real(items)
+
+    dispatcher.process_batch = process_batch
 
 
 @dataclass
