@@ -1,10 +1,13 @@
 """Downlink commands with a synchronous answer (SPEC §1: unlock with a command id and expiry).
 
 The sender may be any process (an API worker); the kiosk's answer arrives on the uplink
-shared subscription and may land on ANY bridge process. That bridge commits it and pushes
-the encoded `CmdResult` to the shared state under `cmd:<cmd_id>`; the sender blocks on
-that key. The result is a list entry, not a pub/sub message, so a kiosk that answers before
-the sender starts waiting is not missed.
+shared subscription and may land on ANY bridge process. That bridge pushes the encoded
+`CmdResult` to the shared state twice: under `answer:<cmd_id>` as soon as it has decoded
+it, and under `cmd:<cmd_id>` once its batch has committed it. The sender blocks on the key
+it needs: the committed one by default (an operator's command: the answer is then in the
+command's record), the early one for a rent, which settles the answer itself under the
+rental's row lock. The result is a list entry, not a pub/sub message, so a kiosk that
+answers before the sender starts waiting is not missed.
 
 `send` is an entry point of its own: it commits the command record before publishing
 (the bridge must find the record when the answer comes back, possibly within
@@ -34,7 +37,7 @@ from firmware_protocol.messages import (
     MsgType,
     Playlist,
 )
-from server.bridge.dispatch import result_key
+from server.bridge.dispatch import answer_key, result_key
 from server.core.clock import clock, to_ms
 from server.core.db import Database
 from server.core.errors import NotFound
@@ -140,9 +143,13 @@ class CommandChannel:
         return self.send_prepared(prepared, timeout_s=timeout_s)
 
     def send_prepared(
-        self, prepared: PreparedCommand, *, timeout_s: float = 10.0
+        self, prepared: PreparedCommand, *, timeout_s: float = 10.0, applied: bool = True
     ) -> CmdResult | None:
-        """`send` for a command the caller recorded (`prepare`) and committed already."""
+        """`send` for a command the caller recorded (`prepare`) and committed already.
+
+        With `applied=False` the kiosk's answer is returned as soon as a bridge has decoded
+        it, before the bridge's transaction records it (the command row, the slots): for a
+        caller that settles the answer itself under its own lock, as a rent does."""
         kiosk_id, op, slot, cmd_id = prepared.kiosk_id, prepared.op, prepared.slot, prepared.cmd_id
         # The kiosk compares the expiry with its own clock: express it in kiosk time.
         command = Command(
@@ -161,7 +168,8 @@ class CommandChannel:
         except Exception:
             self._finish(cmd_id, "send_failed")
             raise
-        raw = self.shared_state.wait_result(result_key(cmd_id), timeout_s)
+        key = result_key(cmd_id) if applied else answer_key(cmd_id)
+        raw = self.shared_state.wait_result(key, timeout_s)
         if raw is None:
             self._finish(cmd_id, "timeout")
             log.info(

@@ -1,5 +1,9 @@
 """Decoded uplinks → domain, in batches, acknowledged only after commit.
 
+0. On receipt (`submit`, the MQTT network thread), a command's result is handed at once to a
+   sender that waits for the kiosk's word alone (`answer_key`: a rent, which settles its
+   rental itself under the rental's row lock), ahead of the queue.
+
 One worker thread per bridge process takes what is queued, up to `batch_max` messages, and
 for each batch (no lingering by default: while one batch is applied the next one gathers,
 so batches grow with the load and a lone message is not held back; measured in
@@ -10,8 +14,9 @@ bench/bridge_ingest, a 5 ms linger doubled the median latency at half load):
 2. drops what the shared state has already seen (a cheap pre-filter; the receipts table
    stays the authority);
 3. applies the rest in ONE transaction (the batch is the entry point that owns it);
-4. after commit: marks the keys seen, hands command results to the waiting senders,
-   refreshes the presence cache, and only then PUBACKs every message of the batch.
+4. after commit: marks the keys seen, hands command results to the senders that wait for
+   them to be applied (`result_key`), refreshes the presence cache, and only then PUBACKs
+   every message of the batch.
 
 A crash before the commit leaves the batch unacknowledged: the broker redelivers it and the
 receipts make the replay harmless. If the batch transaction fails, each message is retried
@@ -34,12 +39,13 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from firmware_protocol import DecodeError, decode_uplink, encode, topic_for
+from firmware_protocol import DecodeError, decode_uplink, encode, topic_for, topics
 from firmware_protocol.messages import (
     Boot,
     CmdResult,
     Fault,
     Heartbeat,
+    MsgType,
     Offline,
     Online,
     SlotEvent,
@@ -62,6 +68,10 @@ uplink_log = logging.getLogger("server.bridge.uplinks")
 
 #: How long a command result waits in the shared state for its sender.
 RESULT_TTL_S = 600
+#: How long an early answer (`answer_key`) waits: its sender waits at most its own timeout
+#: (seconds) and settles a silence itself; what nobody took by then is of no use.
+ANSWER_TTL_S = 120
+_RESULT_TOPIC_SUFFIX = "/up/" + topics.TOPIC_NAMES[MsgType.CMD_RESULT]
 
 
 def dedup_key(msg: UplinkMessage) -> str:
@@ -69,7 +79,15 @@ def dedup_key(msg: UplinkMessage) -> str:
 
 
 def result_key(cmd_id: str) -> str:
+    """Where a command's result is handed over once its batch has committed."""
     return f"cmd:{cmd_id}"
+
+
+def answer_key(cmd_id: str) -> str:
+    """Where a command's result is handed over as soon as it is decoded, before its batch's
+    transaction: for a sender that settles the answer itself (`CommandChannel.send_prepared`
+    with `applied=False`), so the batch is not on its critical path."""
+    return f"answer:{cmd_id}"
 
 
 class Acker(Protocol):
@@ -114,6 +132,7 @@ class Dispatcher:
         linger_s: float = 0.0,
         dedup_ttl_s: int = 7 * 24 * 3600,
         result_ttl_s: int = RESULT_TTL_S,
+        answer_ttl_s: int = ANSWER_TTL_S,
         counter_prefix: str = "bridge.",
         retry_backoff_s: float = 1.0,
     ) -> None:
@@ -130,6 +149,7 @@ class Dispatcher:
         self.linger_s = linger_s
         self.dedup_ttl_s = dedup_ttl_s
         self.result_ttl_s = result_ttl_s
+        self.answer_ttl_s = answer_ttl_s
         self.counter_prefix = counter_prefix
         self.retry_backoff_s = retry_backoff_s
         self._stats: Counter[str] = Counter()
@@ -168,8 +188,31 @@ class Dispatcher:
     # ------------------------------------------------------------ thread
 
     def submit(self, item: Incoming) -> None:
-        """Thread-safe; what the MQTT network thread calls for each message."""
+        """Thread-safe; what the MQTT network thread calls for each message. A command's
+        result is also handed over at once to a sender waiting for the kiosk's word alone
+        (step 0 of the module docstring)."""
+        if item.topic.endswith(_RESULT_TOPIC_SUFFIX):
+            self._hand_over_answer(item)
         self.inbox.put(item)
+
+    def _hand_over_answer(self, item: Incoming) -> None:
+        """Push the result under `answer_key`, on the network thread: not behind the batches
+        queued or in hand, which may hold the slot event that came just before it. A bad
+        payload is left to the worker, which rejects and counts it. A redelivered copy is
+        pushed again and expires unread: each unlock has a command id of its own, which only
+        the cloud knows, and its sender decodes the answer against the kiosk's own topic."""
+        try:
+            message = decode_uplink(item.topic, item.payload)
+        except DecodeError:
+            return
+        if not isinstance(message, CmdResult):
+            return
+        try:
+            self.shared_state.push_result(
+                answer_key(message.cmd_id), encode(message), self.answer_ttl_s
+            )
+        except Exception:
+            log.error("could not hand over the answer to command %s", message.cmd_id, exc_info=True)
 
     def start(self) -> None:
         if self._thread is not None:

@@ -8,14 +8,13 @@ its `commands` channel for the API.
 from __future__ import annotations
 
 import logging
-import queue
 import signal
 import threading
 from types import FrameType
 
 from firmware_protocol import topics
 from server.bridge.commands import CommandChannel
-from server.bridge.connection import BridgeConnection, Incoming
+from server.bridge.connection import BridgeConnection
 from server.bridge.dispatch import Dispatcher
 from server.config import Settings
 from server.core.db import Database
@@ -42,16 +41,15 @@ class Bridge:
         self._own_state = shared_state is None
         self.db = db or Database(settings.db_url)
         self.shared_state = shared_state or make_shared_state(settings)
-        inbox: queue.Queue[Incoming] = queue.Queue()
         self.connection = BridgeConnection(
             settings,
-            sink=inbox.put,
+            sink=lambda item: self.dispatcher.submit(item),
             shared=(not settings.embedded_broker) if shared is None else shared,
             client_id=client_id,
             uplink_filter=uplink_filter or topics.UPLINK_FILTER,
         )
         self.dispatcher = Dispatcher.from_settings(
-            settings, self.db, self.shared_state, acker=self.connection, inbox=inbox
+            settings, self.db, self.shared_state, acker=self.connection
         )
         self.commands = CommandChannel(self.connection, self.shared_state, self.db)
 

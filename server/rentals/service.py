@@ -2,9 +2,11 @@
 
 Renting spans a device round trip, so it is three short units of work rather than one long
 transaction: reserve (commit, so the bridge can match the kiosk's answer), unlock through the
-command channel, settle the answer. Whatever happens between them, the rental ends in one
-state, decided under the rental's row lock: the API's answer and the kiosk's slot event,
-which may arrive at another process, meet there. The bridge side (`apply_slot_changes`)
+command channel, settle the answer. The rent takes the kiosk's answer as soon as a bridge has
+decoded it, not once the bridge has committed it, so the bridge's batch is off the rider's
+path. Whatever happens between them, the rental ends in one state, decided under the
+rental's row lock: the API's answer and the kiosk's slot event, which may arrive at another
+process, meet there. The bridge side (`apply_slot_changes`)
 runs inside the bridge batch's transaction and flushes, never commits.
 """
 
@@ -23,11 +25,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from firmware_protocol.messages import CmdOp, CmdResult, SlotEventKind
-from server.core.clock import clock, from_ms
+from server.core.clock import clock
 from server.core.db import Database
 from server.core.errors import Conflict, NotFound
 from server.core.money import Fen
-from server.kiosk_state.service import SlotActivity
+from server.kiosk_state.service import SlotActivity, kiosk_time
 from server.ledger import service as ledger
 from server.ledger.service import Forfeiture
 from server.models import (
@@ -143,33 +145,18 @@ def rent(
     while True:
         try:
             assert attempt.command is not None  # recorded with the reservation or the retry
-            result = channel.send_prepared(attempt.command, timeout_s=answer_wait_s)
+            # The kiosk's word as soon as a bridge has decoded it: this request settles it
+            # under the rental's lock, so the bridge's batch is not on the rider's path.
+            result = channel.send_prepared(attempt.command, timeout_s=answer_wait_s, applied=False)
         except Exception:
             # The broker did not take the unlock: nothing can open, so nothing stays open.
             with db.transaction(immediate=True) as session:
                 _settle_answer(session, attempt, None, command_expiry_s)
             raise
-        decided = _settled_already(db, attempt)
-        if decided is not None:
-            return RentResult(_outcome(decided), created=True)
         with db.transaction(immediate=True) as session:
             rental, again = _settle_answer(session, attempt, result, command_expiry_s)
         if not again:
             return RentResult(_outcome(rental), created=True)
-
-
-def _settled_already(db: Database, attempt: _Attempt) -> Rental | None:
-    """The rental when its outcome no longer depends on this request: the bridge applied the
-    kiosk's `out` slot event (in seq order before the result the sender was handed, so
-    usually already committed), or it ended otherwise. A plain read, no row lock and no
-    write; None when `_settle_answer` must decide under the lock. Only this request moves a
-    rental back to `ejecting` or gives it a new cmd_id, so an unlocked read is enough."""
-    with db.read() as session:
-        rental = repo.by_id(session, attempt.rental_id)
-    assert rental is not None
-    if rental.status is not RentalStatus.EJECTING or rental.cmd_id != attempt.cmd_id:
-        return rental
-    return None
 
 
 def _outcome(rental: Rental) -> Rental:
@@ -265,9 +252,11 @@ def _settle_answer(
     if outcome.next is Next.ACTIVATE:
         assert result is not None
         tag = None if result.tag is None else result.tag.hex().upper()
-        # The SlotEvent `out` (seq before the result) carries the exact moment; when it is
-        # processed by another bridge later, it moves started_at back to that moment.
-        _activate(session, rental, from_ms(result.ts_ms), tag, now)
+        # The SlotEvent `out` (seq before the result) carries the exact moment; when the
+        # bridge applies it, after this, it moves started_at back to that moment. As there,
+        # a kiosk clock running ahead cannot push the start past when we heard of it.
+        started_at = min(kiosk_time(result.ts_ms), now + FUTURE_TOLERANCE)
+        _activate(session, rental, started_at, tag, now)
         return rental, False
     if outcome.next is Next.TRY_ANOTHER_SLOT and rental.attempts < rules.MAX_EJECT_ATTEMPTS:
         while True:
