@@ -61,8 +61,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -112,8 +112,6 @@ EXPERIMENTS = {
     "bridge-nodelay": "TCP_NODELAY on the bridge's MQTT socket (server/bridge/connection.py)",
     "pre-ping": "pool_pre_ping=True (a ping per checkout; server/core/db.py no longer pings)",
     "h11-asyncio": "uvicorn on h11 and asyncio's loop (without httptools and uvloop)",
-    "early-result": "the bridge hands a command result to the waiting rent before its batch "
-    "transaction, not after the commit (server/bridge/dispatch.py)",
 }
 #: The rider's app asks whether the return was seen: first after RETURN_FIRST_POLL_S, then
 #: every RETURN_POLL_S (a tighter loop would load the API more than the rents do).
@@ -320,7 +318,7 @@ def _instrument(profile: Profile, bridge: Any) -> None:
         try:
             return real_wait(*args, **kwargs)
         finally:
-            mark("4 BLPOP: kiosk + bridge until the result is pushed")
+            mark("4 BLPOP: kiosk + bridge decode until the answer is pushed")
             stamp(getattr(local, "cmd_id", None), "h api: BLPOP returned")
 
     state.wait_result = wait_result
@@ -348,7 +346,7 @@ def _instrument(profile: Profile, bridge: Any) -> None:
             add("bridge batch (decode, apply, commit, push, ack)", (time.perf_counter() - t) * 1000)
             add("bridge batch size", float(len(items)))
             for cmd_id in results:
-                stamp(cmd_id, "g bridge: pushed")
+                stamp(cmd_id, "g bridge: committed, result pushed")
 
     dispatcher.process_batch = process_batch  # type: ignore[method-assign]
 
@@ -373,19 +371,83 @@ def _instrument(profile: Profile, bridge: Any) -> None:
     )
 
 
+def _bridge_main(
+    settings_data: dict[str, Any],
+    namespace: str,
+    pool: tuple[int, int],
+    experiments: frozenset[str],
+    out: Any,
+    stop: Any,
+) -> None:
+    """--processes split: the bridge process (`umbrella bridge`)."""
+    from server.bridge.runner import Bridge
+    from server.core.shared_state import RedisSharedState
+
+    settings = Settings(**settings_data)
+    db = Database(settings.db_url, pool_size=pool[0], max_overflow=pool[1])
+    state = RedisSharedState(settings.redis_url, namespace=namespace)
+    bridge = Bridge(settings, db=db, shared_state=state, shared=True, client_id=settings.bridge_id)
+    _apply_bridge_experiments(bridge, experiments)
+    bridge.start()
+    try:
+        if not bridge.connection.wait_ready(15):
+            out.put(("error", "the bridge did not subscribe within 15 s"))
+            return
+        out.put(("ready", 0))
+        stop.wait()
+    finally:
+        bridge.stop()
+        state.close()
+        db.dispose()
+        out.put(("samples", Profile()))
+
+
+def _apply_bridge_experiments(bridge: Any, experiments: frozenset[str]) -> None:
+    if "bridge-nodelay" in experiments:  # what server/bridge/connection.py could do
+        real_on_connect = bridge.connection._on_connect
+
+        def on_connect(client: mqtt.Client, *args: Any) -> None:
+            nodelay(client.socket())
+            real_on_connect(client, *args)
+
+        bridge.connection.client.on_connect = on_connect
+
+
+@asynccontextmanager
+async def _standalone_api_services(
+    svc: Any, settings: Settings, state: Any, db: Database
+) -> AsyncIterator[None]:
+    """--processes split: what `server.runtime.api_hooks` gives the `umbrella api` process (a
+    publish-only MQTT connection and a command channel over the shared Redis state), with the
+    benchmark's Redis namespace."""
+    from server.bridge.commands import CommandChannel
+    from server.bridge.connection import BridgeConnection
+
+    publisher = BridgeConnection(settings, subscribe=False, client_id=f"{settings.bridge_id}-api")
+    publisher.start()
+    svc.shared_state = state
+    svc.publisher = publisher
+    svc.commands = CommandChannel(publisher, state, db)
+    try:
+        yield
+    finally:
+        publisher.stop()
+
+
 def _server_main(
     settings_data: dict[str, Any],
     namespace: str,
     pool: tuple[int, int],
     profile: bool,
     experiments: frozenset[str],
+    split: bool,
     out: Any,
     stop: Any,
 ) -> None:
-    """The server process: one Bridge (shared subscription) and the API on uvicorn, sharing
-    the bridge's command channel (`attach_bridge`)."""
-    import uvicorn
-
+    """The API process, on uvicorn. With one process (the default), it also runs one Bridge
+    (shared subscription) and the API shares its command channel (`attach_bridge`); with
+    `--processes split`, the bridge runs in `_bridge_main` and the API talks to it through
+    the broker and Redis, as `umbrella api` and `umbrella bridge` do."""
     from server.app import create_app
     from server.bridge.runner import Bridge
     from server.core.shared_state import RedisSharedState
@@ -399,25 +461,41 @@ def _server_main(
         pool_pre_ping="pre-ping" in experiments,
     )
     state = RedisSharedState(settings.redis_url, namespace=namespace)
-    bridge = Bridge(settings, db=db, shared_state=state, shared=True, client_id=settings.bridge_id)
     collected = Profile()
+    if split:
+        app = create_app(
+            settings,
+            db=db,
+            hooks=[lambda svc: _standalone_api_services(svc, settings, state, db)],
+        )
+        try:
+            _serve(app, out, stop, experiments, collected)
+        finally:
+            state.close()
+            db.dispose()
+        return
+    bridge = Bridge(settings, db=db, shared_state=state, shared=True, client_id=settings.bridge_id)
     if profile:
         _instrument(collected, bridge)
-    if "bridge-nodelay" in experiments:  # what server/bridge/connection.py could do
-        real_on_connect = bridge.connection._on_connect
-
-        def on_connect(client: mqtt.Client, *args: Any) -> None:
-            nodelay(client.socket())
-            real_on_connect(client, *args)
-
-        bridge.connection.client.on_connect = on_connect
-    if "early-result" in experiments:
-        _hand_results_over_early(bridge, state)
+    _apply_bridge_experiments(bridge, experiments)
     bridge.start()
     if not bridge.connection.wait_ready(15):
         out.put(("error", "the bridge did not subscribe within 15 s"))
         return
     app = create_app(settings, db=db, hooks=[attach_bridge(bridge)])
+    try:
+        _serve(app, out, stop, experiments, collected)
+    finally:
+        bridge.stop()
+        state.close()
+        db.dispose()
+
+
+def _serve(app: Any, out: Any, stop: Any, experiments: frozenset[str], collected: Profile) -> None:
+    """Serve `app` on a free loopback port until `stop` is set; report the port, then the
+    profile."""
+    import uvicorn
+
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -444,44 +522,48 @@ def _server_main(
         server.run(sockets=[sock])
     finally:
         sock.close()
-        bridge.stop()
-        state.close()
-        db.dispose()
         out.put(("samples", collected))
-
-
-def _hand_results_over_early(bridge: Any, state: Any) -> None:
-    """--experiment early-result: push each CmdResult as soon as its batch is decoded. The
-    rent's own settle transaction activates the rental (the rental row lock orders it with
-    the bridge's batch), so the batch leaves the rent's critical path; the command and slot
-    rows may then show the unlock only after the rent has answered."""
-    from firmware_protocol import DecodeError, decode_uplink, encode
-    from firmware_protocol.messages import CmdResult
-    from server.bridge.dispatch import result_key
-
-    dispatcher = bridge.dispatcher
-    real = dispatcher.process_batch
-
-    def process_batch(items: Any) -> Any:
-        for it in items:
-            try:
-                message = decode_uplink(it.topic, it.payload)
-            except DecodeError:
-                continue
-            if isinstance(message, CmdResult):
-                key = result_key(message.cmd_id)
-                state.push_result(key, encode(message), dispatcher.result_ttl_s)
-        return real(items)
-
-    dispatcher.process_batch = process_batch
 
 
 @dataclass
 class ServerProcess:
     port: int
-    pid: int
-    #: Stops the process; returns the profile (empty without --profile).
+    #: The API process, and the bridge process with `--processes split`.
+    pids: tuple[int, ...]
+    #: Stops the processes; returns the profile (empty without --profile).
     stop: Callable[[], Profile]
+
+
+class _Child:
+    """A spawned server-side process that reports ("ready", value) and, once `stop` is set,
+    ("samples", Profile) on its own queue."""
+
+    def __init__(self, ctx: Any, target: Callable[..., None], args: tuple[Any, ...], name: str):
+        self.out = ctx.Queue()
+        self.stop = ctx.Event()
+        self.proc = ctx.Process(target=target, args=(*args, self.out, self.stop), name=name)
+        self.proc.start()
+        self.profile: Profile | None = None
+
+    def ready(self) -> Any:
+        kind, value = self.out.get(timeout=60)
+        if kind != "ready":
+            raise RuntimeError(f"{self.proc.name}: {value}")
+        return value
+
+    def finish(self) -> Profile:
+        if self.profile is None and self.proc.is_alive():
+            self.stop.set()
+            while True:
+                kind, value = self.out.get(timeout=60)
+                if kind == "samples":
+                    self.profile = value
+                    break
+            self.proc.join(30)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(10)
+        return self.profile or Profile()
 
 
 @contextmanager
@@ -491,40 +573,33 @@ def server_process(
     pool: tuple[int, int],
     profile: bool,
     experiments: frozenset[str] = frozenset(),
+    split: bool = False,
 ) -> Iterator[ServerProcess]:
     ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    stop = ctx.Event()
-    proc = ctx.Process(
-        target=_server_main,
-        args=(settings.model_dump(), namespace, pool, profile, experiments, out, stop),
-        name="bench-server",
-    )
-    proc.start()
-    collected: list[Profile] = []
-
-    def finish() -> Profile:
-        if proc.is_alive():
-            stop.set()
-            while True:
-                kind, value = out.get(timeout=60)
-                if kind == "samples":
-                    collected.append(value)
-                    break
-            proc.join(30)
-        return collected[0] if collected else Profile()
-
+    data = settings.model_dump()
+    children: list[_Child] = []
     try:
-        kind, value = out.get(timeout=60)
-        if kind != "ready":
-            raise RuntimeError(f"server process: {value}")
-        assert proc.pid is not None
-        yield ServerProcess(int(value), proc.pid, finish)
+        if split:
+            bridge = _Child(ctx, _bridge_main, (data, namespace, pool, experiments), "bench-bridge")
+            children.append(bridge)
+            bridge.ready()
+        api = _Child(
+            ctx,
+            _server_main,
+            (data, namespace, pool, profile, experiments, split),
+            "bench-api" if split else "bench-server",
+        )
+        children.insert(0, api)
+        port = int(api.ready())
+
+        def finish() -> Profile:
+            profiles = [child.finish() for child in children]  # stop them all
+            return profiles[0]
+
+        yield ServerProcess(port, tuple(c.proc.pid for c in children), finish)
     finally:
-        finish()
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(10)
+        for child in children:
+            child.finish()
 
 
 # ------------------------------------------------------------------ TCP_NODELAY
@@ -922,16 +997,20 @@ def print_profile(
 
 
 class CpuMeter:
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.start = (cpu_seconds(pid), own_cpu_s(), time.perf_counter())
+    def __init__(self, pids: tuple[int, ...]) -> None:
+        self.pids = pids
+        self.start = (self._server_s(), own_cpu_s(), time.perf_counter())
+
+    def _server_s(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids)
 
     def line(self, rentals: int) -> str:
-        server = cpu_seconds(self.pid) - self.start[0]
+        server = self._server_s() - self.start[0]
         own = own_cpu_s() - self.start[1]
         wall = time.perf_counter() - self.start[2]
         return (
-            f"CPU: server process (API + bridge) {server / wall:.0%} of a core, "
+            f"CPU: server {'processes' if len(self.pids) > 1 else 'process'} (API + bridge) "
+            f"{server / wall:.0%} of a core, "
             f"{server / max(1, rentals) * 1000:.1f} ms per rental; this process (riders, "
             f"kiosks) {own / wall:.0%}"
         )
@@ -975,8 +1054,18 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(EXPERIMENTS),
         help="change the server process the way the named experiment says (not production)",
     )
+    ap.add_argument(
+        "--processes",
+        choices=("one", "split"),
+        default="one",
+        help="one: API and bridge in one server process; split: each in its own process, "
+        "as `umbrella api` and `umbrella bridge` run in production",
+    )
     ap.add_argument("--quick", action="store_true", help="20 riders x 3, 10 kiosks")
     args = ap.parse_args(argv)
+    split = args.processes == "split"
+    if split and args.profile:
+        ap.error("--profile times the bridge in the API's process: use it with --processes one")
     if args.quick:
         args.riders, args.rounds, args.kiosks, args.capacity_riders = 20, 3, 10, 10
     if not args.sim_nagle:
@@ -1014,6 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
                     (pool_size, overflow),
                     args.profile,
                     frozenset(args.experiment),
+                    split,
                 ) as server,
             ):
                 settings = settings.model_copy(update={"mqtt_port": port})
@@ -1031,8 +1121,14 @@ def main(argv: list[str] | None = None) -> int:
                     stock = sum(len(h.umbrellas()) for h in fleet)
                     print(
                         f"rental_roundtrip: {args.riders} riders, {args.kiosks} kiosks with "
-                        f"{stock} umbrellas; API + bridge in one server process (pool "
-                        f"{pool_size}+{overflow}); PostgreSQL, Redis, Mosquitto"
+                        f"{stock} umbrellas; "
+                        + (
+                            "API and bridge in processes of their own"
+                            if split
+                            else "API + bridge in one server process"
+                        )
+                        + f" (pool {pool_size}+{overflow}{' each' if split else ''}); "
+                        "PostgreSQL, Redis, Mosquitto"
                     )
                     for name in args.experiment:
                         print(f"   EXPERIMENT {name}: {EXPERIMENTS[name]}")
@@ -1042,7 +1138,7 @@ def main(argv: list[str] | None = None) -> int:
                     bare = BareCommander(settings, port)
 
                     # C. capacity: a closed loop, no pause between rentals
-                    cpu = CpuMeter(server.pid)
+                    cpu = CpuMeter(server.pids)
                     cap, cap_s = crowd.phase(cap_riders, cap_rounds, None, warmup=1)
                     capacity = len(cap.latencies) / cap_s
                     print(
@@ -1063,7 +1159,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
                     # B. the riders at that rate
-                    cpu = CpuMeter(server.pid)
+                    cpu = CpuMeter(server.pids)
                     b_start = time.time()
                     b, b_s = crowd.phase(args.riders, args.rounds, rate)
                     window = (b_start, time.time())
