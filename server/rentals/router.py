@@ -23,7 +23,7 @@ from server.rentals.schemas import (
     StuckRentalsOut,
     UmbrellaOut,
 )
-from server.riders.router import RiderDep, RiderOwnTxDep
+from server.riders.router import RiderDep, current_rider_own_tx
 
 router = APIRouter(tags=["rentals"])
 ops = APIRouter(prefix="/api/v1/ops", tags=["operations"], dependencies=[Depends(current_operator)])
@@ -47,12 +47,16 @@ def rent(
     body: RentIn,
     request: Request,
     response: Response,
-    rider: RiderOwnTxDep,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=128)],
+    authorization: Annotated[str | None, Header()] = None,
 ) -> RentalOut:
     """The rental is active only once the kiosk reports the umbrella left its slot (SPEC §2);
     every failure says why and leaves nothing open. Not a SessionDep endpoint: the reservation
-    commits before the unlock is sent, and the answer is settled in its own transaction."""
+    commits before the unlock is sent, and the answer is settled in its own transaction. The
+    rider is authenticated here (`current_rider_own_tx`), in the endpoint's worker thread,
+    not by a dependency, which would take a thread of its own: one hop between the event
+    loop and the thread pool fewer on the rider's critical path."""
+    rider = current_rider_own_tx(request, authorization)
     svc = services(request)
     if svc.commands is None:
         raise Unavailable("no MQTT command channel in this process")
