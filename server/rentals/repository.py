@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, text, update
+from sqlalchemy import Select, and_, case, func, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -81,15 +81,21 @@ class KioskPresence:
     clock_skew_ms: int | None
 
 
-def kiosk_presence(session: Session, kiosk_id: str) -> KioskPresence:
-    row = session.execute(
-        select(Kiosk.id, KioskState.online, KioskState.clock_skew_ms)
+def kiosk_for_rent(session: Session, kiosk_id: str) -> tuple[KioskPresence, list[tuple[int, str]]]:
+    """Whether the kiosk is registered and online, and its `rentable_slots`, in one
+    statement: the kiosk's row joined to each of its rentable slots (or to none)."""
+    slots = _rentable_slots_query(kiosk_id).subquery()
+    rows = session.execute(
+        select(Kiosk.id, KioskState.online, KioskState.clock_skew_ms, slots.c.slot_no, slots.c.tag)
         .outerjoin(KioskState, KioskState.kiosk_id == Kiosk.id)
+        .outerjoin(slots, true())
         .where(Kiosk.id == kiosk_id)
-    ).first()
-    if row is None:
-        return KioskPresence(False, False, None)
-    return KioskPresence(True, bool(row.online), row.clock_skew_ms)
+    ).all()
+    if not rows:
+        return KioskPresence(False, False, None), []
+    first = rows[0]
+    presence = KioskPresence(True, bool(first.online), first.clock_skew_ms)
+    return presence, [(r.slot_no, r.tag) for r in rows if r.tag is not None]
 
 
 def rider_rentals(
@@ -122,10 +128,15 @@ def insert_rental(session: Session, values: dict[str, Any]) -> int | None:
 def rentable_slots(session: Session, kiosk_id: str) -> list[tuple[int, str]]:
     """(slot_no, tag) of the kiosk's slots holding a healthy umbrella that is in stock and is
     not being unlocked for another rider right now."""
+    rows = session.execute(_rentable_slots_query(kiosk_id)).all()
+    return [(r.slot_no, r.tag) for r in rows if r.tag is not None]
+
+
+def _rentable_slots_query(kiosk_id: str) -> Select[int, str | None]:
     reserved = select(Rental.slot_no).where(
         Rental.kiosk_id == kiosk_id, Rental.status == RentalStatus.EJECTING
     )
-    rows = session.execute(
+    return (
         select(Slot.slot_no, Slot.tag)
         .join(Umbrella, Umbrella.tag == Slot.tag)
         .where(
@@ -135,8 +146,7 @@ def rentable_slots(session: Session, kiosk_id: str) -> list[tuple[int, str]]:
             Umbrella.state == UmbrellaState.IN_SLOT,
             Slot.slot_no.not_in(reserved),
         )
-    ).all()
-    return [(r.slot_no, r.tag) for r in rows if r.tag is not None]
+    )
 
 
 def rentals_by_cmd(session: Session, cmd_ids: Collection[str]) -> dict[str, Rental]:

@@ -186,7 +186,7 @@ def _reserve(
     existing, current = repo.rider_rentals(session, rider_id, idempotency_key)
     if existing is not None:
         return existing.id
-    kiosk = repo.kiosk_presence(session, kiosk_id)
+    kiosk, rentable = repo.kiosk_for_rent(session, kiosk_id)
     if not kiosk.registered:
         raise UnknownKiosk(f"no kiosk {kiosk_id!r}", kiosk_id=kiosk_id)
     if not kiosk.online:
@@ -201,7 +201,7 @@ def _reserve(
     now = clock.now()
     taken: set[int] = set()
     while True:
-        picked = rules.pick_slot(repo.rentable_slots(session, kiosk_id), exclude=taken)
+        picked = rules.pick_slot(rentable, exclude=taken)
         if picked is None:
             raise RentalFailed(Failure.NO_UMBRELLA, kiosk_id=kiosk_id)
         slot_no, tag = picked
@@ -230,6 +230,7 @@ def _reserve(
             if any(repo.rider_rentals(session, rider_id, idempotency_key)):
                 raise RentalOpen("another request of yours is renting right now")
             taken.add(slot_no)
+            rentable = repo.rentable_slots(session, kiosk_id)
             continue
         attempt = _Attempt(
             rental_id, kiosk_id, slot_no, cmd_id, {slot_no}, skew_ms=kiosk.clock_skew_ms
