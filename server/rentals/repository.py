@@ -36,6 +36,40 @@ def by_id(session: Session, rental_id: int, *, lock: bool = False) -> Rental | N
     return session.scalars(stmt).first()
 
 
+def activate_if_ejecting(
+    session: Session,
+    rental_id: int,
+    cmd_id: str,
+    *,
+    started_at: datetime,
+    deadline_at: datetime,
+    tag: str | None,
+    now: datetime,
+) -> Rental | None:
+    """Activate the rental if it is still `ejecting` for this unlock, in one statement that
+    takes its row lock, decides and writes (the rent's usual settle); the rental, or None
+    when it was no longer waiting for this unlock (the bridge activated it, or it ended)."""
+    return session.scalars(
+        update(Rental)
+        .where(
+            Rental.id == rental_id,
+            Rental.status == RentalStatus.EJECTING,
+            Rental.cmd_id == cmd_id,
+        )
+        .values(
+            status=RentalStatus.ACTIVE,
+            reason=None,
+            ended_at=None,
+            started_at=started_at,
+            deadline_at=deadline_at,
+            umbrella_tag=func.coalesce(tag, Rental.umbrella_tag),
+            updated_at=now,
+        )
+        .returning(Rental),
+        execution_options={"synchronize_session": False},
+    ).first()
+
+
 def open_rental(session: Session, rider_id: int) -> Rental | None:
     return session.scalars(
         select(Rental).where(Rental.rider_id == rider_id, Rental.status.in_(OPEN_STATUSES))

@@ -244,21 +244,35 @@ def _settle_answer(
 ) -> tuple[Rental, bool]:
     """Apply the kiosk's answer (or its silence) under the rental's lock; True = send another
     unlock (attempt updated in place, its command recorded in this transaction)."""
-    rental = repo.by_id(session, attempt.rental_id, lock=True)
-    assert rental is not None
-    if rental.status is not RentalStatus.EJECTING or rental.cmd_id != attempt.cmd_id:
-        return rental, False  # the slot event got here first (activated), or it already ended
     outcome = rules.unlock_outcome(None if result is None else result.status)
     now = clock.now()
     if outcome.next is Next.ACTIVATE:
         assert result is not None
-        tag = None if result.tag is None else result.tag.hex().upper()
         # The SlotEvent `out` (seq before the result) carries the exact moment; when the
         # bridge applies it, after this, it moves started_at back to that moment. As there,
         # a kiosk clock running ahead cannot push the start past when we heard of it.
         started_at = min(kiosk_time(result.ts_ms), now + FUTURE_TOLERANCE)
-        _activate(session, rental, started_at, tag, now)
+        activated = repo.activate_if_ejecting(
+            session,
+            attempt.rental_id,
+            attempt.cmd_id,
+            started_at=started_at,
+            deadline_at=rules.deadline_for(started_at),
+            tag=None if result.tag is None else result.tag.hex().upper(),
+            now=now,
+        )
+        if activated is not None:
+            _activated(session, activated, now)
+            return activated, False
+        # The slot event got here first (activated), or it already ended; only this request
+        # could put it back to waiting for this unlock.
+        rental = repo.by_id(session, attempt.rental_id)
+        assert rental is not None
         return rental, False
+    rental = repo.by_id(session, attempt.rental_id, lock=True)
+    assert rental is not None
+    if rental.status is not RentalStatus.EJECTING or rental.cmd_id != attempt.cmd_id:
+        return rental, False  # the slot event got here first (activated), or it already ended
     if outcome.next is Next.TRY_ANOTHER_SLOT and rental.attempts < rules.MAX_EJECT_ATTEMPTS:
         while True:
             picked = rules.pick_slot(
@@ -341,6 +355,13 @@ def _activate(
     rental.umbrella_tag = tag or rental.umbrella_tag
     rental.updated_at = now
     session.flush()
+    _activated(session, rental, now)
+
+
+def _activated(session: Session, rental: Rental, now: datetime) -> None:
+    """What follows a rental becoming active: its umbrella is on rent, the rider is told."""
+    assert rental.started_at is not None
+    assert rental.deadline_at is not None
     if rental.umbrella_tag:
         repo.set_umbrella(session, rental.umbrella_tag, UmbrellaState.ON_RENT, now)
     notifications.enqueue(
@@ -351,7 +372,7 @@ def _activate(
         {
             "rental_id": rental.id,
             "kiosk_id": rental.kiosk_id,
-            "started_at": started_at.isoformat(),
+            "started_at": rental.started_at.isoformat(),
             "deadline_at": rental.deadline_at.isoformat(),
         },
     )
