@@ -3,16 +3,20 @@ through Mosquitto, PostgreSQL and Redis (issue 3).
 
     .venv/bin/python -m bench.rental_roundtrip [--riders 100] [--rounds 5] [--kiosks 40]
     .venv/bin/python -m bench.rental_roundtrip --quick      # 20 riders x 3, 10 kiosks
-    .venv/bin/python -m bench.rental_roundtrip --profile    # + where a rent's time goes
+    .venv/bin/python -m bench.rental_roundtrip --processes one --profile  # where time goes
 
 The stack is the production one of tests/e2e: a throw-away PostgreSQL database migrated with
 Alembic, kiosks seeded with `seed_fleet`, the broker files exported from the registry, a
 private Mosquitto with the project's passwd/ACL, one `Bridge` on the shared subscription
-with `RedisSharedState`, and the API (`create_app(..., hooks=[attach_bridge(bridge)])`)
-served by uvicorn with the default pool (10 + 20). Bridge and API run in a server process
-of their own, as in production; the simulated kiosks (`device_sim.fleet.Fleet`, riders who
-take the umbrella at once: `take_after(0)`), the riders (one httpx client per rider thread)
-and the bare MQTT client run in this process. Nagle is off on the simulated kiosks' sockets
+with `RedisSharedState`, and the API served by uvicorn, each with the default pool
+(10 + 20). By default (`--processes split`) the bridge and the API run in processes of their
+own, as `umbrella bridge` and `umbrella api` do in production: the API publishes its
+commands on a connection of its own and meets the bridge's answers in Redis, as
+`server.runtime.api_hooks` wires it. `--processes one` runs both in one server process, the
+API sharing the bridge's command channel (`attach_bridge`, as the embedded default does);
+`--profile` needs it. The simulated kiosks (`device_sim.fleet.Fleet`, riders who take the
+umbrella at once: `take_after(0)`), the riders (one httpx client per rider thread) and the
+bare MQTT client run in this process. Nagle is off on the simulated kiosks' sockets
 (see `simulated_kiosks_without_nagle`; `--sim-nagle` leaves it on).
 
 Riders are rows made directly in the database: a rider, a held deposit with its
@@ -1056,16 +1060,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--processes",
-        choices=("one", "split"),
-        default="one",
-        help="one: API and bridge in one server process; split: each in its own process, "
-        "as `umbrella api` and `umbrella bridge` run in production",
+        choices=("split", "one"),
+        default="split",
+        help="split (default): API and bridge each in a process of its own, as `umbrella api` "
+        "and `umbrella bridge` run in production; one: both in one server process (as the "
+        "embedded default runs them; what --profile needs)",
     )
     ap.add_argument("--quick", action="store_true", help="20 riders x 3, 10 kiosks")
     args = ap.parse_args(argv)
     split = args.processes == "split"
     if split and args.profile:
-        ap.error("--profile times the bridge in the API's process: use it with --processes one")
+        ap.error("--profile times the bridge in the API's process: add --processes one")
     if args.quick:
         args.riders, args.rounds, args.kiosks, args.capacity_riders = 20, 3, 10, 10
     if not args.sim_nagle:
