@@ -60,12 +60,36 @@ class _SafeBroker(Broker):  # type: ignore[misc]
     - its subscription map was iterated while it changed (see `_SubscriptionTable`);
     - a client connecting was sent the retained messages of every filter any client was
       subscribed to, unchecked against the ACL: kiosk A got kiosk B's retained playlist;
-    - a client dropping before CONNECT left its socket open until garbage collection.
+    - a client dropping before CONNECT left its socket open until garbage collection, and
+      so did every client still connected when the broker shut down (its loop then closed,
+      the socket's `ResourceWarning` surfaced at some later garbage collection).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._subscriptions = _SubscriptionTable()
+        self._client_streams: set[asyncio.StreamWriter] = set()
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        """amqtt's per-connection task, with the client's socket closed however it ends
+        (also when the task is cancelled at shutdown). A cancelled task ends quietly: on
+        Python 3.11, `start_server`'s done-callback logs a cancelled connection task as an
+        error."""
+        self._client_streams.add(writer)
+        try:
+            await super().stream_connected(reader, writer, listener_name)
+        except asyncio.CancelledError:
+            pass  # the broker is stopping (`EmbeddedBroker._run`)
+        finally:
+            self._client_streams.discard(writer)
+            writer.close()
+
+    def close_client_streams(self) -> None:
+        """Close the sockets of the clients still connected (after `shutdown`)."""
+        for writer in list(self._client_streams):
+            writer.close()
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
@@ -283,6 +307,12 @@ class EmbeddedBroker:
             log.exception("embedded broker stopped with an error")
         finally:
             self._started.set()
+            # Connection tasks amqtt left running: cancelled, each closes its socket.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(asyncio.sleep(0))  # the transports' close callbacks
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -298,3 +328,4 @@ class EmbeddedBroker:
             await self._stop.wait()
         finally:
             await broker.shutdown()
+            broker.close_client_streams()
